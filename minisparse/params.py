@@ -1,0 +1,64 @@
+"""Parameter names, shapes and initialisation (DESIGN §1–§2), shared by both backends.
+
+Both backends initialise from `init_params`, one NumPy `Generator(seed)` drawing in the fixed order of `param_shapes`,
+so one seed gives one model whichever backend runs it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .config import ModelConfig
+
+
+def param_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Every parameter's name and shape, in the canonical order (the order of the init draws)."""
+    D, A, M, V = cfg.d_model, cfg.d_attn, cfg.d_mlp, cfg.vocab_size
+    shapes: dict[str, tuple[int, ...]] = {"wte.weight": (V, D)}
+    if cfg.pos_emb == "learned":
+        shapes["wpe.weight"] = (cfg.n_ctx, D)
+    for l in range(cfg.n_layer):
+        b = f"blocks.{l}"
+        shapes[f"{b}.norm1.weight"] = (D,)
+        for p in ("q", "k", "v"):
+            shapes[f"{b}.attn.{p}_proj.weight"] = (A, D)
+            shapes[f"{b}.attn.{p}_proj.bias"] = (A,)
+        shapes[f"{b}.attn.o_proj.weight"] = (D, A)
+        shapes[f"{b}.attn.o_proj.bias"] = (D,)
+        if cfg.attn_sink:
+            shapes[f"{b}.attn.sink"] = (cfg.n_head,)
+        shapes[f"{b}.norm2.weight"] = (D,)
+        shapes[f"{b}.mlp.up_proj.weight"] = (M, D)
+        shapes[f"{b}.mlp.up_proj.bias"] = (M,)
+        shapes[f"{b}.mlp.down_proj.weight"] = (D, M)
+        shapes[f"{b}.mlp.down_proj.bias"] = (D,)
+    shapes["norm_f.weight"] = (D,)
+    shapes["lm_head.weight"] = (V, D)
+    if cfg.bigram:
+        shapes["bigram.weight"] = (V, V)
+    return shapes
+
+
+def init_params(cfg: ModelConfig, seed: int = 0, dtype=np.float32) -> dict[str, np.ndarray]:
+    """DESIGN §1 init: weights N(0, 0.02), residual-stream writers (o_proj, down_proj) N(0, 0.02/sqrt(2·n_layer)),
+    biases, sinks and the bigram table 0, norm gains 1. Drawn in float64, then cast, so float32 and float64 models
+    built from one seed hold the same numbers."""
+    rng = np.random.default_rng(seed)
+    out_std = 0.02 / math.sqrt(2 * cfg.n_layer)
+    params = {}
+    for name, shape in param_shapes(cfg).items():
+        if name.endswith("norm1.weight") or name.endswith("norm2.weight") or name == "norm_f.weight":
+            w = np.ones(shape)
+        elif name.endswith(".weight") and name != "bigram.weight":
+            std = out_std if name.endswith(("o_proj.weight", "down_proj.weight")) else 0.02
+            w = rng.normal(0.0, std, size=shape)
+        else:  # biases, sinks, bigram
+            w = np.zeros(shape)
+        params[name] = w.astype(dtype)
+    return params
+
+
+def n_params(cfg: ModelConfig) -> int:
+    return sum(math.prod(s) for s in param_shapes(cfg).values())

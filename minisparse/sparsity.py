@@ -1,0 +1,166 @@
+"""Weight sparsity and activation sparsity: the NumPy reference of DESIGN §3 and AbsTopK (§1).
+
+Weight sparsity: after every optimizer step each sparsified matrix keeps its k(t) entries of largest |w|
+(`topk_mask`), with a minimum per neuron so that no neuron or token goes dead, and k(t) annealed from dense to the target
+(`density_at`, `k_at`). Activation sparsity: `abstopk` keeps the k largest-|x| channels of each vector.
+
+Every other part of minisparse (both backends, the optimizer, the tests) takes these rules from here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Which matrices are sparsified, and along which axis their "neurons" lie (DESIGN §2): each unit along `axis` keeps at
+# least `min_per_neuron` weights. axis 0 = one unit per row (e.g. a neuron's inputs), axis 1 = one per column.
+_MIN_AXIS_BY_SUFFIX = {
+    "wte.weight": 0,                # each token's embedding row
+    "wpe.weight": 0,                # each position's row
+    "lm_head.weight": 0,            # each token's unembedding row
+    "attn.q_proj.weight": 0,        # each q channel's inputs
+    "attn.k_proj.weight": 0,
+    "attn.v_proj.weight": 0,
+    "attn.o_proj.weight": 1,        # each input (head) channel's outputs
+    "mlp.up_proj.weight": 0,        # each neuron's inputs
+    "mlp.down_proj.weight": 1,      # each neuron's outputs
+}
+
+
+def min_axis(name: str) -> int | None:
+    """The min-j axis of a parameter (0: rows, 1: columns), or None if the parameter is never sparsified."""
+    for suffix, axis in _MIN_AXIS_BY_SUFFIX.items():
+        if name == suffix or name.endswith("." + suffix):
+            return axis
+    return None
+
+
+def is_sparsified(name: str) -> bool:
+    return min_axis(name) is not None
+
+
+def _check_finite(w: np.ndarray, what: str) -> None:
+    if not np.isfinite(w).all():
+        raise ValueError(f"{what} contains NaN or inf; refusing to pick a top-k from it "
+                         "(the training run has diverged: lower the learning rate or resume from the last checkpoint)")
+
+
+def _largest(values: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the `n` largest entries of a 1-D array of |w| values.
+
+    `np.argpartition` slows down many times when most entries are equal (exact zeros after a projection), so we
+    partition only the nonzero candidates and, if they are too few, take all of them plus the first zeros.
+    """
+    if n >= values.size:
+        return np.arange(values.size)
+    if n <= 0:
+        return np.empty(0, dtype=np.intp)
+    nonzero = np.flatnonzero(values)
+    if nonzero.size <= n:
+        zeros = np.flatnonzero(values == 0)[: n - nonzero.size]
+        return np.concatenate([nonzero, zeros])
+    if nonzero.size < values.size:
+        sub = values[nonzero]
+        return nonzero[np.argpartition(sub, sub.size - n)[sub.size - n:]]
+    return np.argpartition(values, values.size - n)[values.size - n:]
+
+
+def topk_mask(w: np.ndarray, k: int, min_per_row: int = 0) -> np.ndarray:
+    """Boolean mask of the entries of a 2-D `w` to keep.
+
+    First each row keeps its `min(min_per_row, ncols)` largest |w| (the forced entries), then the remaining budget
+    goes to the largest |w| among all other entries. Exactly `max(k, forced)` entries are True (capped at w.size):
+    the budget is never exceeded unless the minimum per row forces it.
+    """
+    w = np.asarray(w)
+    if w.ndim != 2:
+        raise ValueError(f"topk_mask expects a 2-D matrix, got shape {w.shape}")
+    if int(k) != k or k < 0 or int(min_per_row) != min_per_row or min_per_row < 0:
+        raise ValueError(f"topk_mask needs integers k >= 0 and min_per_row >= 0, got k={k!r}, min_per_row={min_per_row!r}")
+    _check_finite(w, "weight matrix")
+    rows, cols = w.shape
+    a = np.abs(w)
+    mask = np.zeros(w.shape, dtype=bool)
+    j = min(int(min_per_row), cols)
+    if j == cols:
+        mask[:] = True
+    elif j > 0:
+        forced = np.argpartition(a, cols - j, axis=1)[:, cols - j:]
+        np.put_along_axis(mask, forced, True, axis=1)
+    need = min(int(k), w.size) - rows * j
+    if need > 0:
+        free = np.flatnonzero(~mask)
+        mask.flat[free[_largest(a.ravel()[free], need)]] = True
+    return mask
+
+
+def density_at(step: int, total_steps: int, target: float, start: float = 0.01, end: float = 0.5) -> float:
+    """Weight density in force after optimizer step `step` (0-based) of `total_steps`.
+
+    Dense (1.0) until `start`·total_steps, then falling linearly to `target` at `end`·total_steps, then constant.
+    """
+    t0, t1 = start * total_steps, end * total_steps
+    if step < t0:
+        return 1.0
+    if step >= t1 or t1 <= t0:
+        return float(target)
+    return 1.0 - (1.0 - target) * (step - t0) / (t1 - t0)
+
+
+def forced_count(shape: tuple[int, int], axis: int, min_per_neuron: int) -> int:
+    """How many entries the minimum per neuron forces on a matrix of `shape` whose units lie along `axis`."""
+    units, fan = (shape[0], shape[1]) if axis == 0 else (shape[1], shape[0])
+    return units * min(min_per_neuron, fan)
+
+
+def k_at(shape: tuple[int, int], axis: int, density: float, min_per_neuron: int) -> int:
+    """The number of nonzeros a matrix keeps at `density`: max(forced by min-j, round(density·size)), ≤ size."""
+    size = shape[0] * shape[1]
+    return min(size, max(forced_count(shape, axis, min_per_neuron), round(density * size)))
+
+
+def project_mask(name: str, w: np.ndarray, density: float, min_per_neuron: int) -> np.ndarray:
+    """The top-k mask of one sparsified parameter at `density`, with its min-j axis from DESIGN §2."""
+    axis = min_axis(name)
+    if axis is None:
+        raise ValueError(f"{name!r} is not a sparsified parameter")
+    k = k_at(w.shape, axis, density, min_per_neuron)
+    if axis == 0:
+        return topk_mask(w, k, min_per_neuron)
+    return topk_mask(w.T, k, min_per_neuron).T
+
+
+def project_topk(params: dict[str, np.ndarray], densities: dict[str, float], min_per_neuron: int) -> dict[str, np.ndarray]:
+    """Zero, in place, all but the top-k entries of every sparsified parameter; return the masks.
+
+    `densities` maps each sparsified parameter name to its density now (see `density_at`). Unsparsified tensors (norms,
+    biases, sinks, bigram) are never touched.
+    """
+    masks = {}
+    for name, w in params.items():
+        if is_sparsified(name):
+            masks[name] = mask = project_mask(name, w, densities[name], min_per_neuron)
+            np.multiply(w, mask, out=w)
+    return masks
+
+
+def abstopk_mask(x: np.ndarray, k: int) -> np.ndarray:
+    """Which entries AbsTopK keeps along the last axis: the `k` of largest |x|, excluding exact zeros.
+
+    Excluding zeros makes the kept set (and so the gradient) independent of how a backend breaks ties among zeros,
+    which happen whenever fewer than k entries are nonzero; the output is the same either way.
+    """
+    n = x.shape[-1]
+    if k >= n:  # AbsTopK is off: the identity, gradient everywhere
+        return np.ones(x.shape, dtype=bool)
+    idx = np.argpartition(np.abs(x), n - k, axis=-1)[..., n - k:]
+    mask = np.zeros(x.shape, dtype=bool)
+    np.put_along_axis(mask, idx, True, axis=-1)
+    mask &= x != 0
+    return mask
+
+
+def abstopk(x: np.ndarray, k: int) -> np.ndarray:
+    """Keep the `k` entries of largest |x| along the last axis (sign kept), zero the rest: activation sparsity."""
+    if k <= 0:
+        raise ValueError(f"abstopk needs k >= 1, got {k}")
+    return np.where(abstopk_mask(x, k), x, 0).astype(x.dtype, copy=False)
