@@ -62,3 +62,15 @@ def init_params(cfg: ModelConfig, seed: int = 0, dtype=np.float32) -> dict[str, 
 
 def n_params(cfg: ModelConfig) -> int:
     return sum(math.prod(s) for s in param_shapes(cfg).values())
+
+
+# The eight activation sites of every block, in forward order (DESIGN §1). AbsTopK acts at each; circuits prune their
+# channels (DESIGN §5). A site is keyed "L{l}.{site}", a node "L{l}.{site}[{i}]".
+SITES = ("attn_in", "q", "k", "v", "attn_out", "mlp_in", "mlp_neuron", "mlp_out")
+
+
+def site_sizes(cfg: ModelConfig) -> dict[str, int]:
+    """Number of channels at every site, keyed "L{l}.{site}", in forward order."""
+    width = {"attn_in": cfg.d_model, "q": cfg.d_attn, "k": cfg.d_attn, "v": cfg.d_attn, "attn_out": cfg.d_model,
+             "mlp_in": cfg.d_model, "mlp_neuron": cfg.d_mlp, "mlp_out": cfg.d_model}
+    return {f"L{l}.{s}": width[s] for l in range(cfg.n_layer) for s in SITES}
