@@ -1,0 +1,85 @@
+"""One optimizer step, in the exact order of DESIGN §3 (the NumPy reference; the MLX twin mirrors it).
+
+    gradients → rescale so their global RMS is 1 → Adam (bias-corrected) → top-k projection → decoupled weight decay
+
+Weights and Adam moments stay dense: a weight zeroed by the projection keeps receiving updates and grows back if they
+lift it into the top-k (the paper's choice).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .config import TrainConfig
+from .sparsity import density_at, is_sparsified, project_topk
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate of optimizer step `step` (0-based): linear warmup over `warmup`·steps, then linear decay to 0.
+
+    With `sharkfin`, multiplied by sqrt(target / density(t)): small while the model is dense, rising as it sparsifies.
+    """
+    warm = cfg.warmup * cfg.steps
+    if step < warm:
+        lr = cfg.lr * (step + 1) / warm
+    else:
+        lr = cfg.lr * max(0.0, (cfg.steps - step) / max(cfg.steps - warm, 1.0))
+    if cfg.sharkfin:
+        target = cfg.weight_density
+        lr *= math.sqrt(target / density_at(step, cfg.steps, target, cfg.anneal_start, cfg.anneal_end))
+    return lr
+
+
+def densities_at(step: int, names, cfg: TrainConfig) -> dict[str, float]:
+    """The density each sparsified parameter is projected to after step `step`."""
+    return {name: density_at(step, cfg.steps, cfg.density_for(name), cfg.anneal_start, cfg.anneal_end)
+            for name in names if is_sparsified(name)}
+
+
+def init_state(params: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    """Adam's first and second moments, zero, one per parameter."""
+    return {"m": {n: np.zeros_like(p) for n, p in params.items()},
+            "v": {n: np.zeros_like(p) for n, p in params.items()}}
+
+
+def grad_rms(grads: dict[str, np.ndarray]) -> float:
+    """Root-mean-square over every entry of every gradient, accumulated in float64."""
+    total = sum(float(np.dot(g.ravel().astype(np.float64, copy=False), g.ravel())) for g in grads.values())
+    count = sum(g.size for g in grads.values())
+    return math.sqrt(total / count)
+
+
+def optimizer_step(params: dict[str, np.ndarray], grads: dict[str, np.ndarray], state: dict, step: int,
+                   cfg: TrainConfig) -> dict[str, np.ndarray]:
+    """Apply optimizer step `step` (0-based) in place to `params` and `state`; return the top-k masks.
+
+    A gradient holding NaN or inf is refused with a FloatingPointError before anything is changed.
+    """
+    if set(grads) != set(params):
+        raise ValueError(f"gradients and parameters differ: missing {sorted(set(params) - set(grads))}, "
+                         f"extra {sorted(set(grads) - set(params))}")
+    rms = grad_rms(grads)
+    if not math.isfinite(rms):
+        bad = sorted(n for n, g in grads.items() if not np.isfinite(g).all())
+        raise FloatingPointError(f"non-finite gradient in {bad} at step {step}; parameters left unchanged")
+    # Normalising the global gradient RMS to 1 makes Adam's large eps (0.1) a fixed fraction of a typical gradient.
+    scale = 1.0 / rms if rms > 0 else 1.0
+    lr = lr_at(step, cfg)
+    b1, b2, t = cfg.beta1, cfg.beta2, step + 1
+    bias1, bias2 = 1.0 - b1 ** t, 1.0 - b2 ** t
+    m_all, v_all = state["m"], state["v"]
+    for name, w in params.items():
+        g = grads[name] * scale
+        m, v = m_all[name], v_all[name]
+        m *= b1
+        m += (1.0 - b1) * g
+        v *= b2
+        v += (1.0 - b2) * (g * g)
+        w -= lr * (m / bias1) / (np.sqrt(v / bias2) + cfg.eps)
+    masks = project_topk(params, densities_at(step, params, cfg), cfg.min_per_neuron)
+    decay = 1.0 - cfg.weight_decay * lr
+    for name in masks:
+        params[name] *= decay
+    return masks
