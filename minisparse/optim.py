@@ -23,7 +23,7 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     """
     warm = cfg.warmup * cfg.steps
     if step < warm:
-        lr = cfg.lr * (step + 1) / warm
+        lr = cfg.lr * min(1.0, (step + 1) / warm)
     else:
         lr = cfg.lr * max(0.0, (cfg.steps - step) / max(cfg.steps - warm, 1.0))
     if cfg.sharkfin:
