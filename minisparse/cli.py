@@ -1,0 +1,89 @@
+"""The `minisparse` command line: train, sample, prune, tour."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from .backend import BACKENDS, resolve_backend
+from .checkpoint import CheckpointError
+from .config import PRESETS, ConfigError, preset
+
+
+def _train(args) -> None:
+    from .checkpoint import load
+    from .sample import generate
+    from .train import MODEL_FILE, train
+
+    model_cfg, train_cfg = preset(args.preset)
+    model_cfg = dataclasses.replace(model_cfg, **{k: v for k, v in (("afrac", args.afrac),) if v is not None})
+    overrides = {"weight_density": args.density, "steps": args.steps, "seed": args.seed, "lr": args.lr,
+                 "batch_size": args.batch_size, "sharkfin": args.sharkfin or None}
+    train_cfg = dataclasses.replace(train_cfg, **{k: v for k, v in overrides.items() if v is not None})
+    backend, why = resolve_backend(args.backend)
+    print(f"{why}.", file=sys.stderr)
+    out = Path(args.out)
+    result = train(model_cfg, train_cfg, out, backend=backend, resume=args.resume, progress=not args.no_progress)
+    print(f"step {result.step}: validation loss {result.val_bits_per_byte:.3f} bits per byte "
+          f"({result.val_loss:.3f} nats); checkpoint {out / MODEL_FILE}")
+    model = load(out / MODEL_FILE, backend="numpy")
+    print("sample:\n" + generate(model, args.prompt, n_bytes=300, temperature=0.6, seed=0))
+
+
+def _sample(args) -> None:
+    from .checkpoint import load
+    from .sample import generate
+
+    backend, _ = resolve_backend(args.backend)
+    model = load(args.checkpoint, backend=backend)
+    print(args.prompt + generate(model, args.prompt, n_bytes=args.bytes, temperature=args.temperature, seed=args.seed))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="minisparse", description="Weight-sparse transformers you can read.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a weight-sparse GPT on the Python standard library")
+    p.add_argument("--preset", default="small", choices=sorted(PRESETS), help="model size and recipe (default small)")
+    p.add_argument("--density", type=float, help="target weight density, e.g. 0.0625 (1 = dense)")
+    p.add_argument("--afrac", type=float, help="fraction of channels AbsTopK keeps (1 = no activation sparsity)")
+    p.add_argument("--steps", type=int, help="optimizer steps")
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--sharkfin", action="store_true", help="scale LR by sqrt(target density / current density)")
+    p.add_argument("--out", default="runs/sparse", help="run directory (default runs/sparse)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--backend", default="auto", choices=BACKENDS)
+    p.add_argument("--prompt", default="def ", help="prompt for the sample printed at the end")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=_train)
+
+    p = sub.add_parser("sample", help="continue a prompt with a trained model")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--prompt", default="def ")
+    p.add_argument("--bytes", type=int, default=300)
+    p.add_argument("--temperature", type=float, default=0.6)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", default="numpy", choices=BACKENDS)
+    p.set_defaults(run=_sample)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except KeyboardInterrupt as e:
+        print(f"\n{e or 'interrupted'}", file=sys.stderr)
+        return 130
+    except (ConfigError, CheckpointError, ValueError, KeyError, FileExistsError, FileNotFoundError, RuntimeError) as e:
+        print(f"minisparse {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

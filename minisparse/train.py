@@ -1,0 +1,166 @@
+"""The training loop: batches → a backend's step → periodic validation → atomic checkpoints, resumable.
+
+A run directory holds `model.safetensors` (weights + configs + step), `optimizer.safetensors` (Adam's moments) and
+`metrics.jsonl` (one line per logged step). Batches are a pure function of (seed, step), so a run stopped at step N and
+resumed is bit-identical to one that never stopped. A non-finite loss or gradient stops the run with the last good
+checkpoint kept untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import load_optimizer, read_checkpoint, save_optimizer, write_checkpoint
+from .config import ModelConfig, TrainConfig
+from .data import eval_batches, get_batch, load_corpus
+from .optim import densities_at, init_state, optimizer_step
+
+MODEL_FILE, OPTIMIZER_FILE, METRICS_FILE = "model.safetensors", "optimizer.safetensors", "metrics.jsonl"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or a gradient became NaN or inf; the last good checkpoint is kept."""
+
+
+def cross_entropy(logits: np.ndarray, targets: np.ndarray) -> float:
+    """Mean next-token cross-entropy in nats, computed in float64: (B, T, V), (B, T) -> scalar."""
+    z = logits.astype(np.float64)
+    z -= z.max(axis=-1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    return float(-np.take_along_axis(logp, targets[..., None], axis=-1).mean())
+
+
+class NumpyTrainer:
+    """The NumPy backend's training step: hand-written backward, then the DESIGN §3 optimizer step."""
+
+    def __init__(self, model, train_cfg: TrainConfig, opt_state: dict | None = None):
+        self.model, self.cfg = model, train_cfg
+        self.state = opt_state if opt_state is not None else init_state(model.params)
+
+    def step(self, x: np.ndarray, y: np.ndarray, step: int) -> float:
+        loss, grads = self.model.loss_and_grads(x, y)
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss} at step {step}")
+        optimizer_step(self.model.params, grads, self.state, step, self.cfg)
+        return loss
+
+    def eval_loss(self, x: np.ndarray, y: np.ndarray) -> float:
+        return cross_entropy(self.model.forward(x), y)
+
+    def params_numpy(self) -> dict[str, np.ndarray]:
+        return self.model.params
+
+    def opt_state_numpy(self) -> dict:
+        return self.state
+
+
+def make_trainer(backend: str, model_cfg: ModelConfig, train_cfg: TrainConfig, params=None, opt_state=None):
+    """A trainer for `backend` ("numpy" or "mlx"), from given params/optimizer state or freshly initialised."""
+    if backend == "numpy":
+        from .numpy import GPT
+        return NumpyTrainer(GPT(model_cfg, seed=train_cfg.seed, params=params), train_cfg, opt_state)
+    if backend == "mlx":
+        from .mlx import GPT, MLXTrainer
+        model = GPT(model_cfg, seed=train_cfg.seed)
+        if params is not None:
+            model.load_params(params)
+        return MLXTrainer(model, train_cfg, opt_state)
+    raise ValueError(f"unknown backend {backend!r}; choose 'numpy' or 'mlx'")
+
+
+@dataclass
+class TrainResult:
+    step: int                       # optimizer steps completed
+    train_loss: float
+    val_loss: float | None          # nats per byte
+    history: list = field(default_factory=list)
+
+    @property
+    def val_bits_per_byte(self) -> float | None:
+        return None if self.val_loss is None else self.val_loss / math.log(2)
+
+
+def _validate(trainer, data: np.ndarray, model_cfg: ModelConfig, train_cfg: TrainConfig) -> float:
+    batches = eval_batches(data, train_cfg.batch_size, model_cfg.n_ctx, train_cfg.eval_batches)
+    return float(np.mean([trainer.eval_loss(x, y) for x, y in batches]))
+
+
+def _checkpoint(trainer, out: Path, model_cfg, train_cfg, step: int, fingerprint: str) -> None:
+    # Optimizer first, model last: the model file's step is what a resume trusts, and load_optimizer checks they agree.
+    save_optimizer(trainer.opt_state_numpy(), out / OPTIMIZER_FILE, step=step)
+    write_checkpoint(model_cfg, trainer.params_numpy(), out / MODEL_FILE, step=step, train_config=train_cfg,
+                     metadata={"corpus_fingerprint": fingerprint})
+
+
+def train(model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir, *, backend: str = "numpy", resume: bool = False,
+          until: int | None = None, corpus=None, progress: bool = True) -> TrainResult:
+    """Train from scratch (or `resume` from `out_dir`) up to step `until` (default: all `train_cfg.steps`)."""
+    out = Path(out_dir)
+    corpus = corpus if corpus is not None else load_corpus()
+    until = train_cfg.steps if until is None else min(until, train_cfg.steps)
+    start, params, opt_state = 0, None, None
+    if resume and (out / MODEL_FILE).exists():
+        saved_cfg, params, meta = read_checkpoint(out / MODEL_FILE)
+        saved_train = json.loads(meta.get("train_config") or "{}")
+        if saved_cfg != model_cfg or saved_train != train_cfg.to_dict():
+            raise ValueError(f"cannot resume {out}: it was trained with a different config "
+                             f"({saved_cfg}, {saved_train}); use a new output directory or the same settings")
+        if meta.get("corpus_fingerprint") != corpus.fingerprint:
+            raise ValueError(f"cannot resume {out}: the training corpus changed since it was written (fingerprint "
+                             f"{meta.get('corpus_fingerprint')} vs {corpus.fingerprint}: a different Python version?)")
+        start = int(meta["step"])
+        opt_state = load_optimizer(out / OPTIMIZER_FILE, model_cfg, step=start)
+    elif (out / MODEL_FILE).exists():
+        raise FileExistsError(f"{out / MODEL_FILE} already exists: pass --resume to continue it, or choose a new "
+                              "output directory")
+    trainer = make_trainer(backend, model_cfg, train_cfg, params, opt_state)
+    out.mkdir(parents=True, exist_ok=True)
+    history, loss, val = [], float("nan"), None
+    tokens_per_step = train_cfg.batch_size * model_cfg.n_ctx
+    bar = _progress(range(start, until), initial=start, total=until, disable=not progress)
+    tick = time.perf_counter()
+    with open(out / METRICS_FILE, "a") as log:
+        step = start
+        try:
+            for step in bar:
+                x, y = get_batch(corpus.train, train_cfg.batch_size, model_cfg.n_ctx, train_cfg.seed, step)
+                try:
+                    loss = trainer.step(x, y, step)
+                except FloatingPointError as e:
+                    raise TrainingDiverged(
+                        f"training diverged at step {step} ({e}). Nothing was written after the last good checkpoint "
+                        f"in {out}: resume from it with a lower --lr, or restart.") from None
+                done = step + 1
+                record = {"step": done, "loss": loss}
+                if done % train_cfg.eval_every == 0 or done == until:
+                    val = record["val_loss"] = _validate(trainer, corpus.val, model_cfg, train_cfg)
+                if done % train_cfg.checkpoint_every == 0 or done == until:
+                    _checkpoint(trainer, out, model_cfg, train_cfg, done, corpus.fingerprint)
+                history.append(record)
+                log.write(json.dumps(record) + "\n")
+                now = time.perf_counter()
+                density = min(densities_at(step, ["lm_head.weight"], train_cfg).values())
+                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_step / (now - tick):,.0f}",
+                                density=f"{density:.3f}", **({"val_bpb": f"{val / math.log(2):.3f}"} if val else {}))
+                tick = now
+        except KeyboardInterrupt:
+            # A step cut off halfway may have updated only some weights, so nothing is saved now; the last periodic
+            # checkpoint is intact and `--resume` continues from it exactly.
+            raise KeyboardInterrupt(f"interrupted during step {step}; resume from the checkpoint in {out} "
+                                    "with --resume") from None
+        finally:
+            bar.close()
+    if start == until:
+        val = _validate(trainer, corpus.val, model_cfg, train_cfg)
+    return TrainResult(step=until, train_loss=loss, val_loss=val, history=history)
+
+
+def _progress(iterable, **kwargs):
+    from tqdm.auto import tqdm
+    return tqdm(iterable, unit="step", dynamic_ncols=True, **kwargs)

@@ -1,0 +1,123 @@
+"""Checkpoints round-trip exactly, are written atomically, and anything wrong with a file is refused by name."""
+
+import json
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from minisparse.checkpoint import (CheckpointError, load_optimizer, read_checkpoint, save_optimizer,
+                                   write_checkpoint)
+from minisparse.config import ModelConfig, TrainConfig
+from minisparse.params import init_params
+
+CFG = ModelConfig(vocab_size=16, n_ctx=8, d_model=8, n_layer=1, n_head=2, d_head=4, d_mlp=16, bigram=True)
+
+
+def sparse_params(seed=0):
+    params = init_params(CFG, seed)
+    rng = np.random.default_rng(seed)
+    for w in params.values():
+        w[rng.random(w.shape) < 0.7] = 0.0  # an exact zero pattern that must survive
+    return params
+
+
+def test_round_trip_keeps_every_value_and_zero(tmp_path):
+    params = sparse_params()
+    path = write_checkpoint(CFG, params, tmp_path / "m.safetensors", step=7, train_config=TrainConfig(),
+                            metadata={"corpus_fingerprint": "abc"})
+    cfg, loaded, meta = read_checkpoint(path)
+    assert cfg == CFG and list(loaded) == list(params)
+    for name in params:
+        assert loaded[name].dtype == np.float32
+        np.testing.assert_array_equal(loaded[name], params[name])
+    assert meta["step"] == "7" and meta["corpus_fingerprint"] == "abc"
+    assert TrainConfig.from_dict(json.loads(meta["train_config"])) == TrainConfig()
+
+
+def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path):
+    path = tmp_path / "m.safetensors"
+    write_checkpoint(CFG, sparse_params(0), path)
+    before = path.read_bytes()
+    bad = sparse_params(1)
+    bad["wte.weight"] = object()  # the writer fails halfway
+    with pytest.raises(Exception):
+        write_checkpoint(CFG, bad, path)
+    assert path.read_bytes() == before, "a failed write must not touch the existing checkpoint"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
+
+
+def _write_raw(path, tensors, config=CFG.to_json(), **meta):
+    metadata = {"format": "minisparse", "format_version": "1", "config": config, "step": "0"}
+    metadata.update(meta)
+    save_file(tensors, str(path), metadata)
+    return path
+
+
+def test_missing_tensor_is_named(tmp_path):
+    params = init_params(CFG)
+    del params["lm_head.weight"]
+    with pytest.raises(CheckpointError, match=r"missing tensors \['lm_head.weight'\]"):
+        read_checkpoint(_write_raw(tmp_path / "m.safetensors", params))
+
+
+def test_extra_tensor_is_named(tmp_path):
+    params = {**init_params(CFG), "wpe.weight": np.zeros((8, 8), np.float32)}
+    with pytest.raises(CheckpointError, match=r"unexpected tensors \['wpe.weight'\]"):
+        read_checkpoint(_write_raw(tmp_path / "m.safetensors", params))
+
+
+def test_wrong_shape_is_named(tmp_path):
+    params = init_params(CFG)
+    params["blocks.0.mlp.up_proj.weight"] = np.zeros((8, 16), np.float32)  # transposed
+    with pytest.raises(CheckpointError, match=r"'blocks.0.mlp.up_proj.weight' has shape \(8, 16\), expected \(16, 8\)"):
+        read_checkpoint(_write_raw(tmp_path / "m.safetensors", params))
+
+
+def test_wrong_dtype_is_refused_not_cast(tmp_path):
+    params = init_params(CFG)
+    params["norm_f.weight"] = params["norm_f.weight"].astype(np.float64)
+    with pytest.raises(CheckpointError, match=r"'norm_f.weight' has dtype F64, expected F32"):
+        read_checkpoint(_write_raw(tmp_path / "m.safetensors", params))
+
+
+def test_bad_config_in_metadata_is_refused(tmp_path):
+    bad = json.loads(CFG.to_json()) | {"afrac": 3}
+    path = _write_raw(tmp_path / "m.safetensors", init_params(CFG), config=json.dumps(bad))
+    with pytest.raises(CheckpointError, match="bad model config: ModelConfig.afrac must be in"):
+        read_checkpoint(path)
+
+
+def test_not_a_minisparse_file_is_refused(tmp_path):
+    path = tmp_path / "other.safetensors"
+    save_file({"x": np.zeros(3, np.float32)}, str(path))
+    with pytest.raises(CheckpointError, match="not a minisparse checkpoint"):
+        read_checkpoint(path)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_corrupt_file_is_refused(tmp_path, damage):
+    path = write_checkpoint(CFG, init_params(CFG), tmp_path / "m.safetensors")
+    data = path.read_bytes()
+    path.write_bytes({"truncate": data[: len(data) // 2], "garbage": b"\x93NUMPY" + data[6:200],
+                      "empty": b""}[damage])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        read_checkpoint(path)
+
+
+def test_missing_file_says_so(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        read_checkpoint(tmp_path / "nope.safetensors")
+
+
+def test_optimizer_state_round_trips_and_checks_its_step(tmp_path):
+    params = init_params(CFG)
+    state = {"m": {n: np.full_like(p, 0.5) for n, p in params.items()},
+             "v": {n: np.full_like(p, 2.0) for n, p in params.items()}}
+    path = save_optimizer(state, tmp_path / "optimizer.safetensors", step=3)
+    loaded = load_optimizer(path, CFG, step=3)
+    for k in ("m", "v"):
+        for n in params:
+            np.testing.assert_array_equal(loaded[k][n], state[k][n])
+    with pytest.raises(CheckpointError, match="is from step 3, but the model checkpoint is from step 4"):
+        load_optimizer(path, CFG, step=4)
