@@ -4,14 +4,15 @@ Every Python installation ships a few megabytes of well-written source code, so 
 downloading anything, and a checkpoint can say exactly which text it saw (a sha256 fingerprint of the files).
 
 Corpus rules:
-- files: every `.py` file under `sysconfig.get_paths()["stdlib"]` (or `root`), except those with a path component named
+- files: every `.py` file under `sysconfig.get_paths()["stdlib"]` (or `root`), except those under a directory named
   `test`, `tests`, `idlelib`, `site-packages` or `__pycache__` (tests are repetitive and huge, idlelib is an app,
   site-packages is not the stdlib); symlinks and anything else that is not a regular file are skipped, so the walk
   cannot loop and never leaves the tree; sorted by relative POSIX path.
 - split by *file* (so no file leaks between train and validation): a file is in validation when the first 8 bytes of
-  sha256(relative path) mod 10 000 fall below 500 (~5%), the same on every machine.
-- files are joined with one NUL byte (`SEP`). Python source never contains NUL, so it marks file boundaries unambiguously;
-  tasks also left-pad prompts with it, which reads to the model like "a new file starts here".
+  sha256(relative path) mod 10 000 fall below 500 (~5%), the same on every machine. (A tree so small that
+  the hash puts every file on one side moves the file with the lowest hash to validation.)
+- files are joined with one NUL byte (`SEP`). Python source never contains NUL, so it marks file boundaries
+  unambiguously; tasks also left-pad prompts with it, which reads to the model like "a new file starts here".
 
 Tokens are bytes (vocab 256): `encode` is UTF-8, `decode` replaces invalid sequences.
 """
@@ -81,7 +82,7 @@ def corpus_files(root: str | os.PathLike | None = None) -> list[str]:
     root = Path(root) if root is not None else stdlib_dir()
     if not root.is_dir():
         raise CorpusError(f"no standard library found: {str(root)!r} is not a directory. "
-                          f"Pass the directory of Python sources explicitly: load_corpus(root='/path/to/lib/python3.X').")
+                          f"Pass a directory of Python sources explicitly: load_corpus(root='/path/to/lib/python3.X').")
     found = []
     for dirpath, dirnames, filenames in os.walk(root):            # followlinks=False: a symlinked dir is not entered
         dirnames[:] = [d for d in dirnames if d not in EXCLUDED_DIRS]
