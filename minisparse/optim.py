@@ -45,9 +45,16 @@ def init_state(params: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]
 
 
 def grad_rms(grads: dict[str, np.ndarray]) -> float:
-    """Root-mean-square over every entry of every gradient, accumulated in float64."""
-    total = sum(float(np.dot(g.ravel().astype(np.float64, copy=False), g.ravel())) for g in grads.values())
+    """Root-mean-square over every entry of every gradient, accumulated in float64; inf only if a gradient is."""
     count = sum(g.size for g in grads.values())
+    with np.errstate(over="ignore"):
+        total = sum(float(np.dot(g.ravel().astype(np.float64, copy=False), g.ravel())) for g in grads.values())
+    if not math.isfinite(total) and all(np.isfinite(g).all() for g in grads.values()):
+        # Finite float64 gradients above ~1e154 overflow when squared: rescale by the largest first (rare, so not
+        # on the fast path).
+        peak = max(float(np.abs(g).max(initial=0.0)) for g in grads.values())
+        total = sum(float(np.sum(np.square(g / peak))) for g in grads.values())
+        return peak * math.sqrt(total / count)
     return math.sqrt(total / count)
 
 
