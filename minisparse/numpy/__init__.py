@@ -1,0 +1,5 @@
+"""The NumPy backend: a GPT with hand-written backprop (`layers.py` holds the forward/backward pairs)."""
+
+from .model import GPT
+
+__all__ = ["GPT"]

@@ -255,9 +255,9 @@ def cross_entropy_backward(dloss, cache):
 
 def gate_forward(x, g, mu):
     # [..., n], [n], [n] -> [..., n]
-    out = x - mu
-    out *= g
-    out += mu                                        # x·g + mu·(1 − g)
+    # written as x·g + mu·(1 − g), not (x − mu)·g + mu, so that g = 1 gives exactly x and g = 0 exactly mu
+    out = x * g
+    out += mu * (1.0 - g)
     return out, (x, g, mu)
 
 

@@ -1,0 +1,258 @@
+"""The GPT of DESIGN §1 in NumPy, with hand-written backprop.
+
+The forward pass below reads like the equations of DESIGN §1; each step is a forward function from `layers.py` whose
+cache the backward pass hands back to the matching backward function, in reverse order. Activations are kept 2-D,
+(N = B·T, width), so every linear layer is a single BLAS call; only attention sees (B, H, T, Dh), through views.
+
+Shapes: B batch, T tokens, N = B·T, D d_model, H heads, Dh d_head, A = H·Dh, M d_mlp, V vocab (see layers.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from minisparse.config import ModelConfig
+from minisparse.params import SITES, init_params, param_shapes, site_sizes
+
+from .layers import (abstopk_backward, abstopk_forward, attention_backward, attention_forward, cross_entropy_backward,
+                     cross_entropy_forward, embedding_backward, embedding_forward, gate_backward, gate_forward,
+                     gelu_backward, gelu_forward, linear_backward, linear_forward, rmsnorm_backward, rmsnorm_forward)
+
+
+class GPT:
+    """A weight-sparse GPT: a flat dict of parameters (DESIGN §2 names, weights (out, in)) and the functions on them.
+
+    GPT(config, seed=0, dtype=None, params=None)
+        params=None: fresh weights from `minisparse.params.init_params(config, seed, dtype)`, dtype default float32.
+        params=dict: used as given (not copied; the optimizer may update its arrays in place). Names and shapes must
+        match `param_shapes(config)`, and all arrays must share one floating dtype, which becomes the model's; asking
+        for a different `dtype` is an error rather than a silent cast.
+    """
+
+    def __init__(self, config: ModelConfig, seed: int = 0, dtype=None, params: dict | None = None):
+        if not isinstance(config, ModelConfig):
+            raise TypeError(f"GPT needs a minisparse.ModelConfig, got {type(config).__name__}")
+        self.config = config
+        if params is None:
+            self.dtype = np.dtype(np.float32 if dtype is None else dtype)
+            if self.dtype not in (np.float32, np.float64):
+                raise ValueError(f"GPT dtype must be float32 or float64, got {self.dtype}")
+            self.params = init_params(config, seed, self.dtype)
+        else:
+            self.params = params
+            self.dtype = _check_params(params, config, dtype)
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # public API
+
+    def forward(self, idx) -> np.ndarray:
+        """[B, T] int -> [B, T, V] logits."""
+        return self.forward_cached(idx)[0]
+
+    def loss_and_grads(self, idx, targets) -> tuple[float, dict[str, np.ndarray]]:
+        """Mean next-token cross-entropy of `targets` [B, T] given `idx` [B, T], and its gradient for every parameter."""
+        idx = self._check_idx(idx)
+        targets = self._check_idx(targets, what="targets")
+        if targets.shape != idx.shape:
+            raise ValueError(f"targets have shape {targets.shape} but idx has shape {idx.shape}; "
+                             "they must match (targets[b, t] is the token that follows idx[b, t])")
+        logits, cache = self.forward_cached(idx)
+        B, T, V = logits.shape
+        loss, ce_cache = cross_entropy_forward(logits.reshape(B * T, V), targets.reshape(B * T))
+        dlogits = cross_entropy_backward(1.0, ce_cache).reshape(B, T, V)
+        grads, _ = self.backward(dlogits, cache)
+        return loss, grads
+
+    def forward_cached(self, idx, gates: dict | None = None) -> tuple[np.ndarray, dict]:
+        """[B, T] int -> ([B, T, V] logits, cache).
+
+        `gates`: optional {"L{l}.{site}": (g, mu)}, each [n]; right after that site's AbsTopK the activation becomes
+        x·g + mu·(1 − g) (circuit pruning, DESIGN §5). cache["sites"]["L{l}.{site}"] is the [B, T, n] activation after
+        the site's AbsTopK and before its gate.
+        """
+        cfg, P = self.config, self.params
+        idx = self._check_idx(idx)
+        gates = self._check_gates(gates)
+        B, T = idx.shape
+        N, A, H = B * T, cfg.d_attn, cfg.n_head
+        flat_idx = idx.reshape(N)
+        sites: dict[str, np.ndarray] = {}
+
+        def site(l, name, x):
+            # [N, n] -> [N, n]: AbsTopK, record the activation, then the gate if one is given
+            key = f"L{l}.{name}"
+            x, topk_cache = abstopk_forward(x, cfg.topk(x.shape[-1]))
+            sites[key] = x.reshape(B, T, -1)
+            gate_cache = None
+            if key in gates:
+                x, gate_cache = gate_forward(x, *gates[key])
+            return x, (key, topk_cache, gate_cache)
+
+        x, c_wte = embedding_forward(flat_idx, P["wte.weight"])                # [N, D] a fresh copy: safe to += below
+        if cfg.pos_emb == "learned":
+            x.reshape(B, T, -1)[...] += P["wpe.weight"][:T]
+        blocks = []
+        for l in range(cfg.n_layer):
+            p, c = f"blocks.{l}.", {}
+            h, c["norm1"] = rmsnorm_forward(x, P[p + "norm1.weight"])            # [N, D]
+            a, c["attn_in"] = site(l, "attn_in", h)
+            # q, k and v in one matmul over the stacked (3A, D) weight: one large GEMM beats three small ones
+            w_qkv = np.concatenate([P[p + f"attn.{s}_proj.weight"] for s in "qkv"])    # [3A, D]
+            b_qkv = np.concatenate([P[p + f"attn.{s}_proj.bias"] for s in "qkv"])      # [3A]
+            qkv, c["qkv"] = linear_forward(a, w_qkv, b_qkv)                     # [N, 3A]
+            q, c["q"] = site(l, "q", qkv[:, :A])                                # [N, A] each (views when no AbsTopK)
+            k, c["k"] = site(l, "k", qkv[:, A:2 * A])
+            v, c["v"] = site(l, "v", qkv[:, 2 * A:])
+            sink = P[p + "attn.sink"] if cfg.attn_sink else None
+            y, c["attn"] = attention_forward(q.reshape(B, T, A), k.reshape(B, T, A), v.reshape(B, T, A), sink, H)
+            o, c["o_proj"] = linear_forward(y.reshape(N, A), P[p + "attn.o_proj.weight"], P[p + "attn.o_proj.bias"])
+            o, c["attn_out"] = site(l, "attn_out", o)                           # [N, D]
+            x += o                                                              # x is ours and cached nowhere
+            h, c["norm2"] = rmsnorm_forward(x, P[p + "norm2.weight"])
+            m, c["mlp_in"] = site(l, "mlp_in", h)                               # [N, D]
+            u, c["up"] = linear_forward(m, P[p + "mlp.up_proj.weight"], P[p + "mlp.up_proj.bias"])  # [N, M]
+            u, c["gelu"] = gelu_forward(u)
+            u, c["mlp_neuron"] = site(l, "mlp_neuron", u)                       # [N, M]
+            w, c["down"] = linear_forward(u, P[p + "mlp.down_proj.weight"], P[p + "mlp.down_proj.bias"])
+            w, c["mlp_out"] = site(l, "mlp_out", w)                             # [N, D]
+            x += w
+            blocks.append(c)
+        xf, c_norm_f = rmsnorm_forward(x, P["norm_f.weight"])                  # [N, D]
+        logits, c_lm_head = linear_forward(xf, P["lm_head.weight"])             # [N, V]
+        c_bigram = None
+        if cfg.bigram:
+            bigram, c_bigram = embedding_forward(flat_idx, P["bigram.weight"])  # [N, V] a logit table per token
+            logits += bigram
+        cache = {"B": B, "T": T, "wte": c_wte, "blocks": blocks, "norm_f": c_norm_f, "lm_head": c_lm_head,
+                 "bigram": c_bigram, "sites": sites}
+        return logits.reshape(B, T, cfg.vocab_size), cache
+
+    def backward(self, dlogits, cache) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """[B, T, V] dL/dlogits and the cache of `forward_cached` -> (grads keyed like params, gate_grads).
+
+        gate_grads["L{l}.{site}"] is [n], dL/dg summed over B and T, for each site that had a gate.
+        """
+        cfg = self.config
+        B, T = cache["B"], cache["T"]
+        N, A, V = B * T, cfg.d_attn, cfg.vocab_size
+        if np.shape(dlogits) != (B, T, V):
+            raise ValueError(f"dlogits has shape {np.shape(dlogits)}, expected {(B, T, V)} (the logits' shape)")
+        dlogits = np.asarray(dlogits, dtype=self.dtype).reshape(N, V)   # a float64 dlogits must not upcast the grads
+        grads: dict[str, np.ndarray] = {}
+        gate_grads: dict[str, np.ndarray] = {}
+
+        def site_back(dout, site_cache):
+            # [N, n] -> [N, n]: through the gate (if any), then AbsTopK
+            key, topk_cache, gate_cache = site_cache
+            if gate_cache is not None:
+                dout, gate_grads[key] = gate_backward(dout, gate_cache)
+            return abstopk_backward(dout, topk_cache)
+
+        if cfg.bigram:
+            grads["bigram.weight"] = embedding_backward(dlogits, cache["bigram"])
+        dxf, grads["lm_head.weight"], _ = linear_backward(dlogits, cache["lm_head"])
+        dx, grads["norm_f.weight"] = rmsnorm_backward(dxf, cache["norm_f"])    # [N, D], ours: += below is safe
+        for l in reversed(range(cfg.n_layer)):
+            p, c = f"blocks.{l}.", cache["blocks"][l]
+            # MLP branch: x += w reads the residual gradient dx as dL/dw
+            dw = site_back(dx, c["mlp_out"])
+            du, grads[p + "mlp.down_proj.weight"], grads[p + "mlp.down_proj.bias"] = linear_backward(dw, c["down"])
+            du = gelu_backward(site_back(du, c["mlp_neuron"]), c["gelu"])
+            dm, grads[p + "mlp.up_proj.weight"], grads[p + "mlp.up_proj.bias"] = linear_backward(du, c["up"])
+            dh, grads[p + "norm2.weight"] = rmsnorm_backward(site_back(dm, c["mlp_in"]), c["norm2"])
+            dx += dh
+            # attention branch
+            do = site_back(dx, c["attn_out"])
+            dy, grads[p + "attn.o_proj.weight"], grads[p + "attn.o_proj.bias"] = linear_backward(do, c["o_proj"])
+            dq, dk, dv, dsink = attention_backward(dy.reshape(B, T, A), c["attn"])
+            if dsink is not None:
+                grads[p + "attn.sink"] = dsink
+            d_qkv = np.concatenate([site_back(dq.reshape(N, A), c["q"]), site_back(dk.reshape(N, A), c["k"]),
+                                    site_back(dv.reshape(N, A), c["v"])], axis=1)   # [N, 3A]
+            da, dw_qkv, db_qkv = linear_backward(d_qkv, c["qkv"])
+            for i, s in enumerate("qkv"):   # row blocks of the stacked weight: contiguous views, no copies
+                grads[p + f"attn.{s}_proj.weight"] = dw_qkv[i * A:(i + 1) * A]
+                grads[p + f"attn.{s}_proj.bias"] = db_qkv[i * A:(i + 1) * A]
+            dh, grads[p + "norm1.weight"] = rmsnorm_backward(site_back(da, c["attn_in"]), c["norm1"])
+            dx += dh
+        grads["wte.weight"] = embedding_backward(dx, cache["wte"])
+        if cfg.pos_emb == "learned":
+            dwpe = np.zeros((cfg.n_ctx, cfg.d_model), dtype=dx.dtype)
+            dwpe[:T] = dx.reshape(B, T, -1).sum(axis=0)
+            grads["wpe.weight"] = dwpe
+        return {name: grads[name] for name in self.params}, gate_grads
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # input validation: refuse bad input here, with a message that says what to do, not deep inside a matmul
+
+    def _check_idx(self, idx, what: str = "idx") -> np.ndarray:
+        cfg = self.config
+        idx = np.asarray(idx)
+        if idx.dtype.kind not in "iu":
+            raise ValueError(f"{what} must be an integer array of token ids, got dtype {idx.dtype}; "
+                             f"convert it with {what}.astype(np.int64)")
+        if idx.ndim != 2:
+            # 1-D is refused rather than guessed at: a batch of one and a sequence of length one look alike
+            raise ValueError(f"{what} must be 2-D (batch, tokens), got shape {idx.shape}; "
+                             f"for a single sequence pass {what}[None, :]")
+        B, T = idx.shape
+        if B == 0 or T == 0:
+            raise ValueError(f"{what} has shape {idx.shape}; it needs at least one sequence of at least one token")
+        if T > cfg.n_ctx:
+            raise ValueError(f"sequence of length {T} exceeds n_ctx={cfg.n_ctx}; crop it (e.g. {what}[:, -{cfg.n_ctx}:]) "
+                             "or train a model with a larger n_ctx")
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < 0 or hi >= cfg.vocab_size:
+            raise ValueError(f"{what} holds token ids in [{lo}, {hi}], outside [0, vocab_size={cfg.vocab_size}); "
+                             "check the tokenizer matches the model's vocab_size")
+        return idx
+
+    def _check_gates(self, gates) -> dict:
+        if not gates:
+            return {}
+        sizes = site_sizes(self.config)
+        checked = {}
+        for key, value in gates.items():
+            if key not in sizes:
+                raise ValueError(f"unknown gate site {key!r}; sites are 'L{{layer}}.{{site}}' with site in {SITES} "
+                                 f"and layer in [0, {self.config.n_layer})")
+            if not (isinstance(value, (tuple, list)) and len(value) == 2):
+                raise ValueError(f"gates[{key!r}] must be a pair (g, mu) of arrays of shape ({sizes[key]},)")
+            # cast to the model's dtype so a float64 gate cannot upcast a float32 forward pass
+            g, mu = (np.asarray(a, dtype=self.dtype) for a in value)
+            if g.shape != (sizes[key],) or mu.shape != (sizes[key],):
+                raise ValueError(f"gates[{key!r}] has g of shape {g.shape} and mu of shape {mu.shape}; "
+                                 f"both must be ({sizes[key]},), one entry per channel of the site")
+            checked[key] = (g, mu)
+        return checked
+
+    def __repr__(self) -> str:
+        n = sum(w.size for w in self.params.values())
+        return f"GPT({self.config}, dtype={self.dtype}, {n:,} parameters)"
+
+
+def _check_params(params, config: ModelConfig, dtype) -> np.dtype:
+    """Check a given parameter dict against param_shapes(config); return its (single, floating) dtype."""
+    if not isinstance(params, dict):
+        raise TypeError(f"params must be a dict of name -> np.ndarray, got {type(params).__name__}")
+    shapes = param_shapes(config)
+    missing = [n for n in shapes if n not in params]
+    extra = sorted(n for n in params if n not in shapes)
+    if missing or extra:
+        raise ValueError(f"params do not match the config: missing {missing}, unexpected {extra}; "
+                         "the names must be exactly minisparse.params.param_shapes(config)")
+    dtypes = set()
+    for name, shape in shapes.items():
+        w = params[name]
+        if not isinstance(w, np.ndarray):
+            raise TypeError(f"params[{name!r}] must be a np.ndarray, got {type(w).__name__}")
+        if w.shape != shape:
+            raise ValueError(f"params[{name!r}] has shape {w.shape}, but the config needs {shape}")
+        dtypes.add(w.dtype)
+    if len(dtypes) != 1 or next(iter(dtypes)) not in (np.float32, np.float64):
+        raise ValueError(f"params must all be float32 or all float64, got dtypes {sorted(map(str, dtypes))}")
+    found = next(iter(dtypes))
+    if dtype is not None and np.dtype(dtype) != found:
+        raise ValueError(f"dtype={np.dtype(dtype)} was asked for but the given params are {found}; "
+                         f"cast them first, e.g. {{n: w.astype(np.{np.dtype(dtype)}) for n, w in params.items()}}")
+    return found

@@ -1,0 +1,87 @@
+"""Training: the schedule holds at every step, runs resume bit-identically, and divergence loses nothing."""
+
+import dataclasses
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from minisparse.checkpoint import read_checkpoint
+from minisparse.config import ModelConfig, TrainConfig
+from minisparse.optim import densities_at
+from minisparse.sparsity import k_at, min_axis
+from minisparse.train import MODEL_FILE, NumpyTrainer, TrainingDiverged, make_trainer, train
+
+CFG = ModelConfig(vocab_size=256, n_ctx=16, d_model=16, n_layer=2, n_head=2, d_head=8, d_mlp=32)
+TCFG = TrainConfig(steps=12, batch_size=4, lr=1e-2, weight_density=0.25, eval_every=6, eval_batches=2,
+                   checkpoint_every=4, min_per_neuron=2)
+TEXT = b"def add(a, b):\n    return a + b\n\nclass Point:\n    x: int = 0\n" * 40
+CORPUS = SimpleNamespace(train=np.frombuffer(TEXT, np.uint8), val=np.frombuffer(TEXT[::-1], np.uint8),
+                         fingerprint="test-corpus")
+
+
+def test_every_step_of_an_annealing_run_holds_exactly_the_scheduled_nonzeros():
+    tcfg = dataclasses.replace(TCFG, steps=40)
+    trainer = make_trainer("numpy", CFG, tcfg)
+    rng = np.random.default_rng(0)
+    seen_densities = set()
+    for step in range(tcfg.steps):
+        x = rng.integers(0, 256, (4, 16))
+        trainer.step(x, np.roll(x, -1, axis=1), step)
+        for name, density in densities_at(step, trainer.model.params, tcfg).items():
+            w = trainer.model.params[name]
+            axis = min_axis(name)
+            assert np.count_nonzero(w) == k_at(w.shape, axis, density, tcfg.min_per_neuron), (step, name)
+            per_neuron = np.count_nonzero(w, axis=1 - axis)
+            assert per_neuron.min() >= min(tcfg.min_per_neuron, w.shape[1 - axis]), (step, name)
+            seen_densities.add(round(density, 6))
+    assert len(seen_densities) > 10, "the run should pass through the anneal, not jump to the target"
+
+
+def test_stop_and_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
+    straight = train(CFG, TCFG, tmp_path / "straight", corpus=CORPUS, progress=False)
+    train(CFG, TCFG, tmp_path / "resumed", corpus=CORPUS, progress=False, until=TCFG.steps // 2)
+    assert read_checkpoint(tmp_path / "resumed" / MODEL_FILE)[2]["step"] == str(TCFG.steps // 2)
+    resumed = train(CFG, TCFG, tmp_path / "resumed", corpus=CORPUS, progress=False, resume=True)
+    a = read_checkpoint(tmp_path / "straight" / MODEL_FILE)[1]
+    b = read_checkpoint(tmp_path / "resumed" / MODEL_FILE)[1]
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    assert resumed.train_loss == straight.train_loss and resumed.val_loss == straight.val_loss
+
+
+def test_divergence_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    real_step = NumpyTrainer.step
+
+    def poisoned(self, x, y, step):
+        if step == 6:
+            self.model.params["lm_head.weight"][0, 0] = np.inf  # what a blow-up looks like
+        return real_step(self, x, y, step)
+
+    monkeypatch.setattr(NumpyTrainer, "step", poisoned)
+    with pytest.raises(TrainingDiverged, match="training diverged at step 6"):
+        train(CFG, TCFG, tmp_path, corpus=CORPUS, progress=False)
+    cfg, params, meta = read_checkpoint(tmp_path / MODEL_FILE)
+    assert meta["step"] == "4"
+    assert all(np.isfinite(p).all() for p in params.values())
+    monkeypatch.setattr(NumpyTrainer, "step", real_step)
+    result = train(CFG, TCFG, tmp_path, corpus=CORPUS, progress=False, resume=True)
+    assert result.step == TCFG.steps and np.isfinite(result.val_loss)
+
+
+def test_resume_refuses_a_different_config_and_a_fresh_run_refuses_to_overwrite(tmp_path):
+    train(CFG, TCFG, tmp_path, corpus=CORPUS, progress=False, until=4)
+    with pytest.raises(ValueError, match="trained with a different config"):
+        train(CFG, dataclasses.replace(TCFG, lr=3e-3), tmp_path, corpus=CORPUS, progress=False, resume=True)
+    with pytest.raises(ValueError, match="training corpus changed"):
+        train(CFG, TCFG, tmp_path, corpus=SimpleNamespace(**{**vars(CORPUS), "fingerprint": "other"}),
+              progress=False, resume=True)
+    with pytest.raises(FileExistsError, match="pass --resume"):
+        train(CFG, TCFG, tmp_path, corpus=CORPUS, progress=False)
+
+
+def test_training_lowers_the_loss():
+    trainer = make_trainer("numpy", CFG, dataclasses.replace(TCFG, steps=60))
+    x = CORPUS.train[: 4 * 17].reshape(4, 17).astype(np.int64)
+    losses = [trainer.step(x[:, :-1], x[:, 1:], s) for s in range(60)]
+    assert losses[-1] < 0.5 * losses[0], losses[::10]
