@@ -152,10 +152,17 @@ def abstopk_mask(x: np.ndarray, k: int) -> np.ndarray:
     n = x.shape[-1]
     if k >= n:  # AbsTopK is off: the identity, gradient everywhere
         return np.ones(x.shape, dtype=bool)
-    idx = np.argpartition(np.abs(x), n - k, axis=-1)[..., n - k:]
-    mask = np.zeros(x.shape, dtype=bool)
-    np.put_along_axis(mask, idx, True, axis=-1)
+    a = np.abs(x)
+    # Threshold at each row's k-th largest |x| (np.partition is ~2x faster than argpartition + scatter); only rows
+    # where nonzero ties at the threshold let more than k through are redone exactly, by index.
+    mask = a >= np.partition(a, n - k, axis=-1)[..., n - k, None]
     mask &= x != 0
+    rows, a2, m2 = mask.reshape(-1, n).sum(axis=-1) > k, a.reshape(-1, n), mask.reshape(-1, n)
+    if rows.any():
+        idx = np.argpartition(a2[rows], n - k, axis=-1)[:, n - k:]
+        exact = np.zeros((int(rows.sum()), n), dtype=bool)
+        np.put_along_axis(exact, idx, True, axis=-1)
+        m2[rows] = exact & (a2[rows] != 0)
     return mask
 
 
