@@ -49,10 +49,12 @@ def grad_rms(grads: dict[str, np.ndarray]) -> float:
     count = sum(g.size for g in grads.values())
     with np.errstate(over="ignore"):
         total = sum(float(np.dot(g.ravel().astype(np.float64, copy=False), g.ravel())) for g in grads.values())
-    if not math.isfinite(total) and all(np.isfinite(g).all() for g in grads.values()):
-        # Finite float64 gradients above ~1e154 overflow when squared: rescale by the largest first (rare, so not
-        # on the fast path).
+    if not 1e-200 < total < math.inf and all(np.isfinite(g).all() for g in grads.values()):
+        # Finite float64 gradients above ~1e154 overflow when squared, and below ~1e-154 underflow: rescale by the
+        # largest entry first (rare, so kept off the fast path).
         peak = max(float(np.abs(g).max(initial=0.0)) for g in grads.values())
+        if peak == 0.0:
+            return 0.0
         total = sum(float(np.sum(np.square(g / peak))) for g in grads.values())
         return peak * math.sqrt(total / count)
     return math.sqrt(total / count)

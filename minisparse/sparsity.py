@@ -144,25 +144,28 @@ def project_topk(params: dict[str, np.ndarray], densities: dict[str, float], min
 
 
 def abstopk_mask(x: np.ndarray, k: int) -> np.ndarray:
-    """Which entries AbsTopK keeps along the last axis: the `k` of largest |x|, excluding exact zeros.
+    """Which entries AbsTopK passes along the last axis: those with |x| at least the k-th largest |x|.
 
-    Excluding zeros makes the kept set (and so the gradient) independent of how a backend breaks ties among zeros,
-    which happen whenever fewer than k entries are nonzero; the output is the same either way.
+    When a row has k or more nonzeros this is exactly its top k (ties among nonzeros broken by index). When it has
+    fewer, the k-th largest |x| is 0 and every entry passes: the output equals x, and so does the derivative, since
+    nudging any zero entry would make it one of the k kept. Defined this way the gradient is the true one and does
+    not depend on how a backend breaks ties among zeros.
     """
     n = x.shape[-1]
-    if k >= n:  # AbsTopK is off: the identity, gradient everywhere
+    if k >= n:  # AbsTopK is off: the identity
         return np.ones(x.shape, dtype=bool)
     a = np.abs(x)
     # Threshold at each row's k-th largest |x| (np.partition is ~2x faster than argpartition + scatter); only rows
     # where nonzero ties at the threshold let more than k through are redone exactly, by index.
-    mask = a >= np.partition(a, n - k, axis=-1)[..., n - k, None]
-    mask &= x != 0
-    rows, a2, m2 = mask.reshape(-1, n).sum(axis=-1) > k, a.reshape(-1, n), mask.reshape(-1, n)
+    kth = np.partition(a, n - k, axis=-1)[..., n - k, None]
+    mask = a >= kth
+    m2 = mask.reshape(-1, n)
+    rows = (m2.sum(axis=-1) > k) & (kth.reshape(-1) > 0)
     if rows.any():
-        idx = np.argpartition(a2[rows], n - k, axis=-1)[:, n - k:]
+        idx = np.argpartition(a.reshape(-1, n)[rows], n - k, axis=-1)[:, n - k:]
         exact = np.zeros((int(rows.sum()), n), dtype=bool)
         np.put_along_axis(exact, idx, True, axis=-1)
-        m2[rows] = exact & (a2[rows] != 0)
+        m2[rows] = exact
     return mask
 
 
