@@ -41,6 +41,24 @@ def _sample(args) -> None:
     print(args.prompt + generate(model, args.prompt, n_bytes=args.bytes, temperature=args.temperature, seed=args.seed))
 
 
+def _prune(args) -> None:
+    from .circuits import prune_report
+
+    circuit = prune_report(args.checkpoint, args.task, backend=resolve_backend(args.backend)[0], json_path=args.json,
+                           controls=not args.no_controls, target_loss=args.target_loss, steps=args.steps,
+                           k_coef=args.k_coef, ablation=args.ablation, seed=args.seed)
+    if args.plot:
+        from .viz import draw_circuit
+        draw_circuit(circuit, args.plot)
+        print(f"circuit drawn to {args.plot}")
+
+
+def _tour(args) -> None:
+    from .tour import tour
+
+    tour(args.out, checkpoint=args.checkpoint, preset_name=args.preset, steps=args.steps, task=args.task)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minisparse", description="Weight-sparse transformers you can read.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -69,6 +87,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", default="numpy", choices=BACKENDS)
     p.set_defaults(run=_sample)
+
+    p = sub.add_parser("prune", help="prune a trained model to the circuit of a task, with controls")
+    p.add_argument("--task", required=True, help="a task name from minisparse.tasks, e.g. single_double_quote")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--plot", help="draw the circuit to this image file")
+    p.add_argument("--json", help="save the circuit as JSON here")
+    p.add_argument("--target-loss", type=float, default=0.15)
+    p.add_argument("--steps", type=int, default=100, help="optimisation steps on the node masks")
+    p.add_argument("--k-coef", type=float, default=1e-3, help="penalty per kept node")
+    p.add_argument("--ablation", default="mean", choices=["mean", "zero"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-controls", action="store_true", help="skip the random-model and shuffled-label controls")
+    p.add_argument("--backend", default="numpy", choices=BACKENDS)
+    p.set_defaults(run=_prune)
+
+    p = sub.add_parser("tour", help="the whole story end to end: train, weight/activation/circuit sparsity, a drawing")
+    p.add_argument("--out", default="runs/tour")
+    p.add_argument("--checkpoint", help="tour an existing checkpoint instead of training one")
+    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--task", default="while_return_true")
+    p.set_defaults(run=_tour)
     return parser
 
 
