@@ -144,6 +144,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir, *, backend: s
                     _checkpoint(trainer, out, model_cfg, train_cfg, done, corpus.fingerprint)
                 history.append(record)
                 log.write(json.dumps(record) + "\n")
+                log.flush()  # so a plot or `tail -f` can follow the run
                 now = time.perf_counter()
                 density = min(densities_at(step, ["lm_head.weight"], train_cfg).values())
                 bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_step / (now - tick):,.0f}",
