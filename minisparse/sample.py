@@ -9,10 +9,10 @@ from .data import decode, encode
 
 def logits_of(model, idx: np.ndarray) -> np.ndarray:
     """Logits (B, T, V) as a NumPy array from a NumPy or an MLX GPT."""
-    if hasattr(model, "forward"):
+    if isinstance(getattr(model, "params", None), dict):  # the NumPy GPT
         return model.forward(idx)
     import mlx.core as mx
-    return np.array(model(mx.array(idx)))
+    return np.array(model(mx.array(idx)).astype(mx.float32))
 
 
 def generate(model, prompt: str, n_bytes: int = 200, temperature: float = 0.8, seed: int = 0) -> str:

@@ -1,0 +1,10 @@
+"""The MLX backend: the GPT as an `mlx.nn.Module`, the DESIGN §3 optimizer step compiled with `mx.compile`, and
+data-parallel training over `mx.distributed` (`minisparse.mlx.distributed`).
+
+On Linux the `mlx[cpu]` wheel runs on the CPU with a slow bundled BLAS (a few GFLOP/s): prefer the NumPy backend there.
+"""
+
+from .model import GPT, abstopk, gelu
+from .optim import MLXTrainer, SparseAdam, project_topk
+
+__all__ = ["GPT", "MLXTrainer", "SparseAdam", "abstopk", "gelu", "project_topk"]

@@ -1,0 +1,267 @@
+"""The MLX GPT (DESIGN §1): the same model as `minisparse.numpy`, written in MLX's own idiom.
+
+Modules hold the parameters, so `tree_flatten(model.parameters())` yields exactly the DESIGN §2 names; autograd
+(`nn.value_and_grad`) replaces the NumPy twin's hand-written backward. The initial weights come from
+`minisparse.params.init_params`, the same NumPy draws the NumPy model uses, so one seed gives one model in both.
+
+Shape legend:
+    B  batch        T  tokens (<= n_ctx)      D  d_model      H  n_head      Dh d_head      A = H·Dh (q, k, v width)
+    M  d_mlp        V  vocab_size
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+from mlx.utils import tree_flatten, tree_unflatten
+
+from ..config import ModelConfig
+from ..params import init_params, param_shapes, site_sizes
+
+RMS_EPS = 1e-5
+GELU_C = math.sqrt(2.0 / math.pi)
+GELU_A = 0.044715
+
+# A site function applies one activation site (AbsTopK, then the optional pruning gate) to the output of a layer:
+# site("q", x) -> x'. Blocks call it by site name; the GPT builds one per layer.
+Site = Callable[[str, mx.array], mx.array]
+
+
+def gelu(x: mx.array) -> mx.array:
+    # [...] -> [...]  tanh GELU, the DESIGN §1 formula. Written out rather than `nn.gelu_approx`: recent MLX releases
+    # use this same formula there, but it has changed between releases, and both backends must compute one function.
+    return 0.5 * x * (1.0 + mx.tanh(GELU_C * (x + GELU_A * x * x * x)))
+
+
+def abstopk(x: mx.array, k: int) -> mx.array:
+    """Keep the `k` entries of largest |x| along the last axis (sign kept), zero the rest (DESIGN §1).
+
+    The rule of `minisparse.sparsity.abstopk_mask`: an entry passes if its |x| is at least the row's k-th largest |x|.
+    A row with fewer than k nonzeros has a k-th largest of 0, so all of it passes: the output is x, and so is the
+    derivative (nudging a zero would make it one of the k kept), whichever zeros a backend would have picked. A row
+    whose nonzero ties at the threshold would let more than k through keeps exactly k of them instead.
+    Autograd sends the gradient through the passing entries only. k >= n is the identity (afrac = 1).
+    """
+    # [..., n] -> [..., n]
+    n = x.shape[-1]
+    if k >= n:
+        return x
+    a = mx.stop_gradient(mx.abs(x))                                     # the selection itself carries no gradient
+    kth = mx.partition(a, n - k, axis=-1)[..., n - k:n - k + 1]        # [..., 1] the k-th largest |x|
+    keep = a >= kth
+    top = mx.argpartition(a, n - k, axis=-1)[..., n - k:]              # [..., k] exactly k, for tied rows
+    exact = mx.put_along_axis(mx.zeros(x.shape, dtype=mx.bool_), top, mx.array(True), axis=-1)
+    tied = (keep.sum(axis=-1, keepdims=True) > k) & (kth > 0)
+    return mx.where(mx.where(tied, exact, keep), x, 0.0)
+
+
+def as_mx(a, dtype: mx.Dtype) -> mx.array:
+    """A NumPy or MLX array as an MLX array of `dtype`. (`mx.array` of a float64 NumPy array would give float32.)"""
+    return a.astype(dtype) if isinstance(a, mx.array) else mx.array(np.asarray(a), dtype=dtype)
+
+
+class Attention(nn.Module):
+    """Causal multi-head attention with AbsTopK on q, k, v and on its output, and an optional per-head sink logit."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.q_proj = nn.Linear(cfg.d_model, cfg.d_attn)
+        self.k_proj = nn.Linear(cfg.d_model, cfg.d_attn)
+        self.v_proj = nn.Linear(cfg.d_model, cfg.d_attn)
+        self.o_proj = nn.Linear(cfg.d_attn, cfg.d_model)
+        if cfg.attn_sink:
+            # One extra softmax logit per head whose value vector is zero: a head can attend to "nothing".
+            self.sink = mx.zeros((cfg.n_head,))
+
+    def __call__(self, a: mx.array, site: Site) -> mx.array:
+        # [B, T, D] -> [B, T, D]
+        B, T, _ = a.shape
+        q, k, v = site("q", self.q_proj(a)), site("k", self.k_proj(a)), site("v", self.v_proj(a))   # [B, T, A] each
+        q, k, v = (t.reshape(B, T, self.n_head, -1).transpose(0, 2, 1, 3) for t in (q, k, v))     # [B, H, T, Dh]
+        s = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(0, 1, 3, 2)                         # [B, H, T, T]
+        s = s + causal_bias(T, s.dtype)
+        if "sink" in self:
+            # p_ij = exp(s_ij) / (exp(sink_h) + Σ_j' exp(s_ij')): softmax over [sink, s_i0, ...], sink column dropped.
+            sink = mx.broadcast_to(self.sink[:, None, None], (B, self.n_head, T, 1))                # [B, H, T, 1]
+            p = mx.softmax(mx.concatenate([sink, s], axis=-1), axis=-1)[..., 1:]
+        else:
+            p = mx.softmax(s, axis=-1)
+        y = (p @ v).transpose(0, 2, 1, 3).reshape(B, T, -1)                                         # [B, T, A]
+        return site("attn_out", self.o_proj(y))
+
+
+def causal_bias(T: int, dtype) -> mx.array:
+    # -> [T, T]: 0 on and below the diagonal, -inf above, so softmax gives the future zero weight
+    return mx.triu(mx.full((T, T), -mx.inf, dtype=dtype), k=1)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.up_proj = nn.Linear(cfg.d_model, cfg.d_mlp)
+        self.down_proj = nn.Linear(cfg.d_mlp, cfg.d_model)
+
+    def __call__(self, m: mx.array, site: Site) -> mx.array:
+        # [B, T, D] -> [B, T, D]
+        n = site("mlp_neuron", gelu(self.up_proj(m)))                                              # [B, T, M]
+        return site("mlp_out", self.down_proj(n))
+
+
+class Block(nn.Module):
+    """Pre-norm block: x + Attn(AbsTopK(RMSNorm(x))), then x + MLP(AbsTopK(RMSNorm(x)))."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.norm1 = nn.RMSNorm(cfg.d_model, eps=RMS_EPS)
+        self.attn = Attention(cfg)
+        self.norm2 = nn.RMSNorm(cfg.d_model, eps=RMS_EPS)
+        self.mlp = MLP(cfg)
+
+    def __call__(self, x: mx.array, site: Site) -> mx.array:
+        # [B, T, D] -> [B, T, D]
+        x = x + self.attn(site("attn_in", self.norm1(x)), site)
+        return x + self.mlp(site("mlp_in", self.norm2(x)), site)
+
+
+class GPT(nn.Module):
+    """The weight-sparse GPT of DESIGN §1 in MLX.
+
+    `GPT(config, seed=0)` takes its weights from `init_params(config, seed)` (or from `params`, a flat dict of the
+    DESIGN §2 names). `model(idx)` checks `idx` and returns logits; `model.forward(idx)` is the same without the checks,
+    for use inside `mx.compile`d and transformed functions (checking values needs them evaluated).
+
+    `dtype` is float32 by default. float64 runs on the CPU only (Metal has none), and even there MLX's exp and fast
+    RMSNorm are float32-accurate (~2e-7 relative, measured), so it is no stronger reference than float32.
+    """
+
+    def __init__(self, config: ModelConfig, seed: int = 0, dtype: mx.Dtype = mx.float32,
+                 params: dict | None = None):
+        super().__init__()
+        if not isinstance(config, ModelConfig):
+            raise TypeError(f"GPT needs a minisparse.ModelConfig, got {type(config).__name__}")
+        self.config = config
+        self.dtype = dtype
+        self.wte = nn.Embedding(config.vocab_size, config.d_model)
+        if config.pos_emb == "learned":
+            self.wpe = nn.Embedding(config.n_ctx, config.d_model)
+        self.blocks = [Block(config) for _ in range(config.n_layer)]
+        self.norm_f = nn.RMSNorm(config.d_model, eps=RMS_EPS)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        if config.bigram:
+            self.bigram = nn.Embedding(config.vocab_size, config.vocab_size)
+        # The modules above drew MLX-random weights lazily; they are replaced before ever being computed.
+        if params is None:
+            params = init_params(config, seed, dtype=np.float64 if dtype == mx.float64 else np.float32)
+        self.load_params(params)
+
+    # --- forward ------------------------------------------------------------------------------------------------
+
+    def __call__(self, idx, gates: dict | None = None, activations: dict | None = None) -> mx.array:
+        """Logits [B, T, V] for token ids `idx` [B, T].
+
+        `gates` ("L{l}.{site}" -> (g, mu), each [n]) replaces a site's output x by x·g + mu·(1 − g) right after its
+        AbsTopK (circuit pruning, DESIGN §5); gradients reach g through autograd. If `activations` is a dict, every
+        site's [B, T, n] output after its AbsTopK (before its gate, as in the NumPy model's cache["sites"]) is stored
+        in it under "L{l}.{site}".
+        """
+        idx = self.check_tokens(idx)
+        if gates:
+            self.check_gates(gates)
+        return self.forward(idx, gates, activations)
+
+    def forward(self, idx: mx.array, gates: dict | None = None, activations: dict | None = None) -> mx.array:
+        # [B, T] int -> [B, T, V], no input checks
+        idx = idx if isinstance(idx, mx.array) else mx.array(np.asarray(idx), dtype=mx.int32)
+        T = idx.shape[1]
+        x = self.wte(idx)                                                                           # [B, T, D]
+        if "wpe" in self:
+            x = x + self.wpe(mx.arange(T))
+        for l, block in enumerate(self.blocks):
+            x = block(x, self._site_fn(l, gates, activations))
+        logits = self.lm_head(self.norm_f(x))                                                       # [B, T, V]
+        if "bigram" in self:
+            logits = logits + self.bigram(idx)
+        return logits
+
+    def _site_fn(self, layer: int, gates: dict | None, activations: dict | None) -> Site:
+        def site(name: str, x: mx.array) -> mx.array:
+            key = f"L{layer}.{name}"
+            x = abstopk(x, self.config.topk(x.shape[-1]))
+            if activations is not None:
+                activations[key] = x
+            if gates is not None and key in gates:
+                g, mu = gates[key]
+                x = x * g + mu * (1.0 - g)
+            return x
+        return site
+
+    def loss(self, idx: mx.array, targets: mx.array, gates: dict | None = None) -> mx.array:
+        """Mean next-token cross-entropy (no input checks: for use inside transformed functions)."""
+        logits = self.forward(idx, gates)
+        return nn.losses.cross_entropy(logits, targets, reduction="mean")
+
+    # --- input checks ---------------------------------------------------------------------------------------------
+
+    def check_tokens(self, idx) -> mx.array:
+        """`idx` as an int32 mx.array of shape [B, T], or a ValueError saying what is wrong with it."""
+        cfg = self.config
+        if isinstance(idx, mx.array):
+            integer = mx.issubdtype(idx.dtype, mx.integer)
+        else:
+            idx = np.asarray(idx)
+            integer = np.issubdtype(idx.dtype, np.integer)
+        if not integer:
+            raise ValueError(f"token ids must be integers, got dtype {idx.dtype}")
+        if idx.ndim != 2:
+            # 1-D is refused, as in the NumPy model: a batch of one and a sequence of one token look alike
+            raise ValueError(f"token ids must be 2-D (batch, tokens), got shape {tuple(idx.shape)}; "
+                             "for a single sequence pass idx[None, :]")
+        T = idx.shape[-1]
+        if idx.size == 0:
+            raise ValueError(f"token ids have shape {tuple(idx.shape)}; need at least one sequence of at least one token")
+        if T > cfg.n_ctx:
+            raise ValueError(f"sequence of {T} tokens is longer than the model's context n_ctx={cfg.n_ctx}")
+        lo, hi = idx.min().item(), idx.max().item()
+        if lo < 0 or hi >= cfg.vocab_size:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"token id {bad} is out of range for vocab_size={cfg.vocab_size} (valid: 0..{cfg.vocab_size - 1})")
+        return idx.astype(mx.int32) if isinstance(idx, mx.array) else mx.array(idx, dtype=mx.int32)
+
+    def check_gates(self, gates: dict) -> None:
+        sizes = site_sizes(self.config)
+        for key, pair in gates.items():
+            if key not in sizes:
+                raise ValueError(f"unknown gate site {key!r}; sites are named like 'L0.mlp_neuron' "
+                                 f"(layers 0..{self.config.n_layer - 1}, sites of minisparse.params.SITES)")
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+                raise ValueError(f"gate {key!r} must be a pair (g, mu), got {type(pair).__name__}")
+            for what, a in zip(("g", "mu"), pair):
+                if tuple(a.shape) != (sizes[key],):
+                    raise ValueError(f"gate {key!r}: {what} must have shape ({sizes[key]},), got {tuple(a.shape)}")
+
+    # --- parameters in and out --------------------------------------------------------------------------------------
+
+    def load_params(self, params: dict) -> None:
+        """Set every parameter from a flat dict of DESIGN §2 names to NumPy or MLX arrays (cast to the model's dtype).
+
+        The names and shapes must match the config exactly: nothing is skipped, reshaped or left at its old value.
+        """
+        shapes = param_shapes(self.config)
+        missing, extra = sorted(set(shapes) - set(params)), sorted(set(params) - set(shapes))
+        if missing or extra:
+            raise ValueError(f"parameters do not match the config: missing {missing}, unexpected {extra}")
+        for name, shape in shapes.items():
+            if tuple(params[name].shape) != shape:
+                raise ValueError(f"parameter {name!r} has shape {tuple(params[name].shape)}, expected {shape}")
+        self.update(tree_unflatten([(name, as_mx(params[name], self.dtype)) for name in shapes]))
+        mx.eval(self.parameters())
+
+    def numpy_params(self) -> dict[str, np.ndarray]:
+        """Every parameter as a NumPy array (a copy), under its DESIGN §2 name, in the canonical order."""
+        flat = dict(tree_flatten(self.parameters()))
+        return {name: np.array(flat[name]) for name in param_shapes(self.config)}
