@@ -3,6 +3,8 @@
     HYPOTHESIS_PROFILE=ci   CI: derandomized (same examples every run, so a red CI is reproducible), no deadline,
                             enough examples to matter, and a reproduction blob printed for every failure.
     HYPOTHESIS_PROFILE=dev  the default: few examples, for a quick run while editing.
+    HYPOTHESIS_PROFILE=mutation  derandomized like ci but with fewer examples: mutation testing runs the suite once
+                            per mutant (see benchmarks/mutation/setup.cfg).
 
 Tests that are expensive per example (a training run, an MLX call) ask for a fraction of the profile's count with
 `tests.strategies.examples(fraction)`, so both profiles stay in proportion.
@@ -27,6 +29,14 @@ settings.register_profile(
     "dev",
     deadline=None,
     max_examples=25,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "mutation",
+    derandomize=True,
+    deadline=None,
+    max_examples=40,
+    database=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))

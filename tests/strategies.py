@@ -38,13 +38,16 @@ tied_values = st.sampled_from([0.0, -0.0, 0.5, -0.5, 1.0, -1.0, 3.0])
 
 @st.composite
 def matrices(draw, shape=shapes_2d, dtype=np.float32):
-    """A finite matrix: any floats, or heavy ties, or all zeros."""
+    """A finite matrix: any floats, heavy ties, all zeros, or mostly zeros (what a projection leaves behind)."""
     shape = draw(shape)
-    flavour = draw(st.sampled_from(["any", "ties", "zeros"]))
+    flavour = draw(st.sampled_from(["any", "ties", "zeros", "sparse"]))
     if flavour == "zeros":
         return np.zeros(shape, dtype=dtype)
-    elements = any_finite if flavour == "any" else tied_values
-    return draw(hnp.arrays(dtype, shape, elements=elements))
+    elements = tied_values if flavour == "ties" else any_finite
+    w = draw(hnp.arrays(dtype, shape, elements=elements))
+    if flavour == "sparse":
+        w[draw(hnp.arrays(np.bool_, shape))] = 0
+    return w
 
 
 @st.composite
@@ -111,6 +114,9 @@ def train_configs(draw, names=None, max_steps=200):
         warmup=draw(st.floats(0.0, 0.5)),
         sharkfin=draw(st.booleans()),
         weight_decay=draw(st.sampled_from([0.0, 0.1, 0.5])),
+        beta1=draw(st.sampled_from([0.0, 0.5, 0.9])),
+        beta2=draw(st.sampled_from([0.0, 0.95, 0.999])),
+        eps=draw(st.sampled_from([1e-3, 0.1, 1.0])),
     )
 
 
