@@ -129,6 +129,9 @@ class TrainConfig:
         _require(_is_number(self.eps) and self.eps > 0, f"TrainConfig.eps must be > 0, got {self.eps!r}")
         _require(_is_number(self.weight_decay) and self.weight_decay >= 0,
                  f"TrainConfig.weight_decay must be >= 0, got {self.weight_decay!r}")
+        _require(self.weight_decay * self.lr < 1,
+                 f"TrainConfig needs weight_decay * lr < 1 (the decay factor 1 - wd·lr must stay positive), got "
+                 f"{self.weight_decay} * {self.lr}")
         _require(isinstance(self.sharkfin, bool), f"TrainConfig.sharkfin must be True or False, got {self.sharkfin!r}")
 
     def density_for(self, name: str) -> float:
@@ -163,7 +166,7 @@ PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
     ),
     "small": (
         ModelConfig(vocab_size=256, n_ctx=128, d_model=128, n_layer=4, n_head=8, d_head=16, d_mlp=512),
-        TrainConfig(steps=1500, batch_size=16, lr=1e-2, eval_every=250, eval_batches=16, checkpoint_every=250),
+        TrainConfig(steps=2500, batch_size=16, lr=1e-2, eval_every=500, eval_batches=16, checkpoint_every=250),
     ),
 }
 

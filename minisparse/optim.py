@@ -64,11 +64,16 @@ def optimizer_step(params: dict[str, np.ndarray], grads: dict[str, np.ndarray], 
                    cfg: TrainConfig) -> dict[str, np.ndarray]:
     """Apply optimizer step `step` (0-based) in place to `params` and `state`; return the top-k masks.
 
-    A gradient holding NaN or inf is refused with a FloatingPointError before anything is changed.
+    A gradient holding NaN or inf is refused with a FloatingPointError before anything is changed. An update that
+    overflows a weight to inf raises FloatingPointError too, but after the step was partly applied: the training loop
+    then stops without saving, so the last checkpoint stays good.
     """
     if set(grads) != set(params):
         raise ValueError(f"gradients and parameters differ: missing {sorted(set(params) - set(grads))}, "
                          f"extra {sorted(set(grads) - set(params))}")
+    bad_shapes = [n for n, g in grads.items() if g.shape != params[n].shape]
+    if bad_shapes:
+        raise ValueError(f"gradient shapes differ from their parameters for {bad_shapes}")
     rms = grad_rms(grads)
     if not math.isfinite(rms):
         bad = sorted(n for n, g in grads.items() if not np.isfinite(g).all())
@@ -87,7 +92,10 @@ def optimizer_step(params: dict[str, np.ndarray], grads: dict[str, np.ndarray], 
         v *= b2
         v += (1.0 - b2) * (g * g)
         w -= lr * (m / bias1) / (np.sqrt(v / bias2) + cfg.eps)
-    masks = project_topk(params, densities_at(step, params, cfg), cfg.min_per_neuron)
+    try:
+        masks = project_topk(params, densities_at(step, params, cfg), cfg.min_per_neuron)
+    except ValueError as e:  # an update overflowed a weight to inf: the run diverged (the step is half applied)
+        raise FloatingPointError(f"step {step} overflowed the weights ({e})") from None
     decay = 1.0 - cfg.weight_decay * lr
     for name in masks:
         params[name] *= decay

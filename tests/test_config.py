@@ -30,6 +30,7 @@ def test_bad_model_config_is_refused_with_its_reason(field, value, words):
     ("min_per_neuron", -1, "min_per_neuron must be an integer >= 0"),
     ("anneal_start", 0.7, "anneal_start <= anneal_end"),
     ("density_overrides", {"wte.weight": 0}, "density_overrides"),
+    ("weight_decay", 200.0, "weight_decay \\* lr < 1"),
 ])
 def test_bad_train_config_is_refused_with_its_reason(field, value, words):
     with pytest.raises(ConfigError, match=words.replace("[", r"\[")):

@@ -85,3 +85,15 @@ def test_training_lowers_the_loss():
     x = CORPUS.train[: 4 * 17].reshape(4, 17).astype(np.int64)
     losses = [trainer.step(x[:, :-1], x[:, 1:], s) for s in range(60)]
     assert losses[-1] < 0.5 * losses[0], losses[::10]
+
+
+def test_an_update_that_overflows_the_weights_is_reported_as_divergence():
+    trainer = make_trainer("numpy", CFG, TCFG)
+    trainer.model.params["lm_head.weight"][0, 0] = np.finfo(np.float32).max  # one Adam step pushes it past the top
+    grads = {n: np.zeros_like(p) for n, p in trainer.model.params.items()}
+    grads["lm_head.weight"][0, 0] = -1.0
+    from minisparse.optim import optimizer_step
+    with pytest.raises(FloatingPointError, match="overflowed the weights"):
+        optimizer_step(trainer.model.params, grads, trainer.state, 5, dataclasses.replace(TCFG, lr=1e33, weight_decay=0.0))
+    with pytest.raises(ValueError, match=r"gradient shapes differ from their parameters for \['lm_head.weight'\]"):
+        optimizer_step(trainer.model.params, {**grads, "lm_head.weight": np.zeros(3, np.float32)}, trainer.state, 5, TCFG)
