@@ -77,6 +77,8 @@ def topk_mask(w: np.ndarray, k: int, min_per_row: int = 0) -> np.ndarray:
     if int(k) != k or k < 0 or int(min_per_row) != min_per_row or min_per_row < 0:
         raise ValueError(f"topk_mask needs integers k >= 0 and min_per_row >= 0, got k={k!r}, min_per_row={min_per_row!r}")
     _check_finite(w, "weight matrix")
+    if k >= w.size:  # the whole budget (a dense run, or early in the anneal): nothing to choose
+        return np.ones(w.shape, dtype=bool)
     rows, cols = w.shape
     a = np.abs(w)
     mask = np.zeros(w.shape, dtype=bool)
@@ -139,7 +141,8 @@ def project_topk(params: dict[str, np.ndarray], densities: dict[str, float], min
     for name, w in params.items():
         if is_sparsified(name):
             masks[name] = mask = project_mask(name, w, densities[name], min_per_neuron)
-            np.multiply(w, mask, out=w)
+            if not mask.all():
+                np.multiply(w, mask, out=w)
     return masks
 
 
