@@ -14,6 +14,10 @@ from __future__ import annotations
 
 import os
 
+# The test models are tiny: BLAS threads only add overhead, and oversubscribe a shared 2-core CI machine badly (a tiny
+# step measured 2.8 ms single-threaded vs 14-165 ms threaded under load). Set before NumPy loads its BLAS.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
