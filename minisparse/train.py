@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,8 +61,10 @@ class NumpyTrainer:
         return self.state
 
 
-def make_trainer(backend: str, model_cfg: ModelConfig, train_cfg: TrainConfig, params=None, opt_state=None):
-    """A trainer for `backend` ("numpy" or "mlx"), from given params/optimizer state or freshly initialised."""
+def make_trainer(backend: str, model_cfg: ModelConfig, train_cfg: TrainConfig, params=None, opt_state=None,
+                 group=None):
+    """A trainer for `backend` ("numpy" or "mlx"), from given params/optimizer state or freshly initialised.
+    `group`: an `mx.distributed` group to train data-parallel over (MLX only)."""
     if backend == "numpy":
         from .numpy import GPT
         return NumpyTrainer(GPT(model_cfg, seed=train_cfg.seed, params=params), train_cfg, opt_state)
@@ -70,7 +73,7 @@ def make_trainer(backend: str, model_cfg: ModelConfig, train_cfg: TrainConfig, p
         model = GPT(model_cfg, seed=train_cfg.seed)
         if params is not None:
             model.load_params(params)
-        return MLXTrainer(model, train_cfg, opt_state)
+        return MLXTrainer(model, train_cfg, opt_state, group=group)
     raise ValueError(f"unknown backend {backend!r}; choose 'numpy' or 'mlx'")
 
 
@@ -119,19 +122,25 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir, *, backend: s
     elif (out / MODEL_FILE).exists():
         raise FileExistsError(f"{out / MODEL_FILE} already exists: pass --resume to continue it, or choose a new "
                               "output directory")
-    trainer = make_trainer(backend, model_cfg, train_cfg, params, opt_state)
+    # Under `mlx.launch` every process trains on its own shard of each batch; only rank 0 writes anything.
+    group, shard, main = None, (lambda x, y, group: (x, y)), True
+    if backend == "mlx":
+        from .mlx.distributed import init, is_main, shard
+        group = init()
+        main = is_main(group)
+    trainer = make_trainer(backend, model_cfg, train_cfg, params, opt_state, group=group)
     out.mkdir(parents=True, exist_ok=True)
     history, loss, val = [], float("nan"), None
     tokens_per_step = train_cfg.batch_size * model_cfg.n_ctx
-    bar = _progress(range(start, until), initial=start, total=until, disable=not progress)
+    bar = _progress(range(start, until), initial=start, total=until, disable=not (progress and main))
     tick = time.perf_counter()
-    with open(out / METRICS_FILE, "a") as log:
+    with open(out / METRICS_FILE if main else os.devnull, "a") as log:
         step = start
         try:
             for step in bar:
                 x, y = get_batch(corpus.train, train_cfg.batch_size, model_cfg.n_ctx, train_cfg.seed, step)
                 try:
-                    loss = trainer.step(x, y, step)
+                    loss = trainer.step(*shard(x, y, group), step)
                 except FloatingPointError as e:
                     raise TrainingDiverged(
                         f"training diverged at step {step} ({e}). Nothing was written after the last good checkpoint "
@@ -140,7 +149,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir, *, backend: s
                 record = {"step": done, "loss": loss}
                 if done % train_cfg.eval_every == 0 or done == until:
                     val = record["val_loss"] = _validate(trainer, corpus.val, model_cfg, train_cfg)
-                if done % train_cfg.checkpoint_every == 0 or done == until:
+                if main and (done % train_cfg.checkpoint_every == 0 or done == until):
                     _checkpoint(trainer, out, model_cfg, train_cfg, done, corpus.fingerprint)
                 history.append(record)
                 log.write(json.dumps(record) + "\n")
