@@ -28,6 +28,7 @@ from minisparse.numpy import GPT
 from minisparse.numpy import layers
 from minisparse.numpy.layers import cross_entropy_backward, cross_entropy_forward
 from minisparse.params import SITES, param_shapes, site_sizes
+from finite_differences import central_differences  # tests/finite_differences.py
 from strategies import examples  # tests/strategies.py: a fraction of the active hypothesis profile's examples
 
 H_STEP = 1e-5
@@ -82,20 +83,6 @@ def analytic(model, idx, targets, gates=None):
     return model.backward(cross_entropy_backward(1.0, ce).reshape(B, T, V), cache)
 
 
-def fd_on_entries(f, arr, flat_idx, h=H_STEP):
-    out = np.empty(len(flat_idx))
-    flat = arr.reshape(-1)  # a view: params are contiguous
-    for j, i in enumerate(flat_idx):
-        old = flat[i]
-        flat[i] = old + h
-        fp = f()
-        flat[i] = old - h
-        fm = f()
-        flat[i] = old
-        out[j] = (fp - fm) / (2 * h)
-    return out
-
-
 def kink_free_model(cfg, B, T, seed, gates_for=None):
     """A float64 GPT with unit-scale params and a batch whose AbsTopK margins are all >= MIN_GAP (redrawing seeds)."""
     for attempt in range(50):
@@ -117,7 +104,7 @@ def check_model_gradients(cfg, B, T, seed):
     for name, w in model.params.items():
         assert grads[name].shape == w.shape and grads[name].dtype == np.float64, name
         sel = rng.choice(w.size, size=min(ENTRIES_PER_TENSOR, w.size), replace=False)
-        num = fd_on_entries(f, w, sel)
+        num = central_differences(f, w, sel, H_STEP)
         err = rel_err(grads[name].reshape(-1)[sel], num)
         assert err <= TOL, f"{name}: relative error {err:.2e} (analytic {grads[name].reshape(-1)[sel]}, fd {num})"
 
@@ -164,12 +151,12 @@ def test_gate_gradients_match_finite_differences(afrac, seed):
     assert sorted(gate_grads) == sorted(keys)
     f = lambda: loss_of(model, idx, targets, gates)  # noqa: E731
     for key, (g, _) in gates.items():
-        num = fd_on_entries(f, g, range(g.size))
+        num = central_differences(f, g, range(g.size), H_STEP)
         assert rel_err(gate_grads[key], num) <= TOL, key
     for name in ("blocks.0.attn.q_proj.weight", "blocks.1.mlp.up_proj.weight", "wte.weight"):
         w = model.params[name]
         sel = rng.choice(w.size, size=6, replace=False)
-        assert rel_err(grads[name].reshape(-1)[sel], fd_on_entries(f, w, sel)) <= TOL, name
+        assert rel_err(grads[name].reshape(-1)[sel], central_differences(f, w, sel, H_STEP)) <= TOL, name
 
 
 # ----------------------------------------------------------------------------------------------------------------------
