@@ -20,7 +20,8 @@ import numpy as np
 from .checkpoint import load_optimizer, read_checkpoint, save_optimizer, write_checkpoint
 from .config import ModelConfig, TrainConfig
 from .data import eval_batches, get_batch, load_corpus
-from .optim import densities_at, init_state, optimizer_step
+from .optim import init_state, optimizer_step
+from .sparsity import density_at
 
 MODEL_FILE, OPTIMIZER_FILE, METRICS_FILE = "model.safetensors", "optimizer.safetensors", "metrics.jsonl"
 
@@ -133,7 +134,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir, *, backend: s
     history, loss, val = [], float("nan"), None
     tokens_per_step = train_cfg.batch_size * model_cfg.n_ctx
     bar = _progress(range(start, until), initial=start, total=until, disable=not (progress and main))
-    tick = time.perf_counter()
+    tick, speed = time.perf_counter(), None  # tokens/s, smoothed
     with open(out / METRICS_FILE if main else os.devnull, "a") as log:
         step = start
         try:
@@ -155,10 +156,12 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir, *, backend: s
                 log.write(json.dumps(record) + "\n")
                 log.flush()  # so a plot or `tail -f` can follow the run
                 now = time.perf_counter()
-                density = min(densities_at(step, ["lm_head.weight"], train_cfg).values())
-                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_step / (now - tick):,.0f}",
-                                density=f"{density:.3f}", **({"val_bpb": f"{val / math.log(2):.3f}"} if val else {}))
-                tick = now
+                rate, tick = tokens_per_step / (now - tick), now
+                speed = rate if speed is None else 0.9 * speed + 0.1 * rate
+                density = density_at(step, train_cfg.steps, train_cfg.weight_density, train_cfg.anneal_start,
+                                     train_cfg.anneal_end)
+                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{speed:,.0f}", density=f"{density:.3f}",
+                                **({"val_bpb": f"{val / math.log(2):.3f}"} if val is not None else {}))
         except KeyboardInterrupt:
             # A step cut off halfway may have updated only some weights, so nothing is saved now; the last periodic
             # checkpoint is intact and `--resume` continues from it exactly.
