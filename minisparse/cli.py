@@ -18,7 +18,8 @@ def _train(args) -> None:
     from .train import MODEL_FILE, train
 
     model_cfg, train_cfg = preset(args.preset)
-    model_cfg = dataclasses.replace(model_cfg, **{k: v for k, v in (("afrac", args.afrac),) if v is not None})
+    model_cfg = dataclasses.replace(model_cfg, **{k: v for k, v in (("afrac", args.afrac), ("pos_emb", args.pos_emb))
+                                                  if v is not None})
     overrides = {"weight_density": args.density, "steps": args.steps, "seed": args.seed, "lr": args.lr,
                  "batch_size": args.batch_size, "sharkfin": args.sharkfin or None}
     train_cfg = dataclasses.replace(train_cfg, **{k: v for k, v in overrides.items() if v is not None})
@@ -29,7 +30,7 @@ def _train(args) -> None:
     print(f"step {result.step}: validation loss {result.val_bits_per_byte:.3f} bits per byte "
           f"({result.val_loss:.3f} nats); checkpoint {out / MODEL_FILE}")
     model = load(out / MODEL_FILE, backend="numpy")
-    print("sample:\n" + generate(model, args.prompt, n_bytes=300, temperature=0.6, seed=0))
+    print("sample:\n" + args.prompt + generate(model, args.prompt, n_bytes=300, temperature=0.6, seed=0))
 
 
 def _sample(args) -> None:
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="small", choices=sorted(PRESETS), help="model size and recipe (default small)")
     p.add_argument("--density", type=float, help="target weight density, e.g. 0.0625 (1 = dense)")
     p.add_argument("--afrac", type=float, help="fraction of channels AbsTopK keeps (1 = no activation sparsity)")
+    p.add_argument("--pos-emb", choices=["none", "learned"], help="positional embedding (default: the preset's)")
     p.add_argument("--steps", type=int, help="optimizer steps")
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--batch-size", type=int)
