@@ -10,6 +10,8 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
+import numpy as np
+
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message says which and why."""
@@ -73,6 +75,29 @@ class ModelConfig:
     def topk(self, n: int) -> int:
         """How many of `n` channels AbsTopK keeps: max(1, floor(afrac·n))."""
         return max(1, int(self.afrac * n))
+
+    def check_tokens(self, idx, what: str = "idx") -> np.ndarray:
+        """`idx` as a 2-D integer NumPy array of token ids this model can read, or a ValueError that says what is
+        wrong and what to do. Both backends check their input here, not deep inside a matmul."""
+        idx = np.asarray(idx)
+        if idx.dtype.kind not in "iu":
+            raise ValueError(f"{what} must be an integer array of token ids, got dtype {idx.dtype}; "
+                             f"convert it with {what}.astype(np.int64)")
+        if idx.ndim != 2:
+            # 1-D is refused rather than guessed at: a batch of one and a sequence of length one look alike
+            raise ValueError(f"{what} must be 2-D (batch, tokens), got shape {idx.shape}; "
+                             f"for a single sequence pass {what}[None, :]")
+        B, T = idx.shape
+        if B == 0 or T == 0:
+            raise ValueError(f"{what} has shape {idx.shape}; it needs at least one sequence of at least one token")
+        if T > self.n_ctx:
+            raise ValueError(f"sequence of length {T} exceeds n_ctx={self.n_ctx}; crop it (e.g. {what}[:, -{self.n_ctx}:]) "
+                             "or train a model with a larger n_ctx")
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < 0 or hi >= self.vocab_size:
+            raise ValueError(f"{what} holds token ids in [{lo}, {hi}], outside [0, vocab_size={self.vocab_size}); "
+                             "check the tokenizer matches the model's vocab_size")
+        return idx
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -74,3 +74,19 @@ def site_sizes(cfg: ModelConfig) -> dict[str, int]:
     width = {"attn_in": cfg.d_model, "q": cfg.d_attn, "k": cfg.d_attn, "v": cfg.d_attn, "attn_out": cfg.d_model,
              "mlp_in": cfg.d_model, "mlp_neuron": cfg.d_mlp, "mlp_out": cfg.d_model}
     return {f"L{l}.{s}": width[s] for l in range(cfg.n_layer) for s in SITES}
+
+
+def check_gates(gates: dict, cfg: ModelConfig) -> None:
+    """Refuse, with a message naming the problem, a gates dict ("L{l}.{site}" -> (g, mu), each [n]) that does not fit
+    a model of `cfg`. Works on NumPy and MLX arrays alike (only shapes are read)."""
+    sizes = site_sizes(cfg)
+    for key, pair in gates.items():
+        if key not in sizes:
+            raise ValueError(f"unknown gate site {key!r}; sites are 'L{{layer}}.{{site}}' with site in {SITES} "
+                             f"and layer in [0, {cfg.n_layer})")
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            raise ValueError(f"gates[{key!r}] must be a pair (g, mu) of arrays of shape ({sizes[key]},)")
+        shapes = [tuple(getattr(a, "shape", ())) for a in pair]
+        if shapes != [(sizes[key],)] * 2:
+            raise ValueError(f"gates[{key!r}] has g of shape {shapes[0]} and mu of shape {shapes[1]}; "
+                             f"both must be ({sizes[key]},), one entry per channel of the site")

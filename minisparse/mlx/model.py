@@ -20,7 +20,7 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
 from ..config import ModelConfig
-from ..params import init_params, param_shapes, site_sizes
+from ..params import check_gates, init_params, param_shapes
 
 RMS_EPS = 1e-5
 GELU_C = math.sqrt(2.0 / math.pi)
@@ -171,7 +171,7 @@ class GPT(nn.Module):
         """
         idx = self.check_tokens(idx)
         if gates:
-            self.check_gates(gates)
+            check_gates(gates, self.config)
         return self.forward(idx, gates, activations)
 
     def forward(self, idx: mx.array, gates: dict | None = None, activations: dict | None = None) -> mx.array:
@@ -207,42 +207,11 @@ class GPT(nn.Module):
 
     # --- input checks ---------------------------------------------------------------------------------------------
 
-    def check_tokens(self, idx) -> mx.array:
-        """`idx` as an int32 mx.array of shape [B, T], or a ValueError saying what is wrong with it."""
-        cfg = self.config
-        if isinstance(idx, mx.array):
-            integer = mx.issubdtype(idx.dtype, mx.integer)
-        else:
-            idx = np.asarray(idx)
-            integer = np.issubdtype(idx.dtype, np.integer)
-        if not integer:
-            raise ValueError(f"token ids must be integers, got dtype {idx.dtype}")
-        if idx.ndim != 2:
-            # 1-D is refused, as in the NumPy model: a batch of one and a sequence of one token look alike
-            raise ValueError(f"token ids must be 2-D (batch, tokens), got shape {tuple(idx.shape)}; "
-                             "for a single sequence pass idx[None, :]")
-        T = idx.shape[-1]
-        if idx.size == 0:
-            raise ValueError(f"token ids have shape {tuple(idx.shape)}; need at least one sequence of at least one token")
-        if T > cfg.n_ctx:
-            raise ValueError(f"sequence of {T} tokens is longer than the model's context n_ctx={cfg.n_ctx}")
-        lo, hi = idx.min().item(), idx.max().item()
-        if lo < 0 or hi >= cfg.vocab_size:
-            bad = lo if lo < 0 else hi
-            raise ValueError(f"token id {bad} is out of range for vocab_size={cfg.vocab_size} (valid: 0..{cfg.vocab_size - 1})")
-        return idx.astype(mx.int32) if isinstance(idx, mx.array) else mx.array(idx, dtype=mx.int32)
-
-    def check_gates(self, gates: dict) -> None:
-        sizes = site_sizes(self.config)
-        for key, pair in gates.items():
-            if key not in sizes:
-                raise ValueError(f"unknown gate site {key!r}; sites are named like 'L0.mlp_neuron' "
-                                 f"(layers 0..{self.config.n_layer - 1}, sites of minisparse.params.SITES)")
-            if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
-                raise ValueError(f"gate {key!r} must be a pair (g, mu), got {type(pair).__name__}")
-            for what, a in zip(("g", "mu"), pair):
-                if tuple(a.shape) != (sizes[key],):
-                    raise ValueError(f"gate {key!r}: {what} must have shape ({sizes[key]},), got {tuple(a.shape)}")
+    def check_tokens(self, idx, what: str = "idx") -> mx.array:
+        """`idx` as an int32 mx.array of shape [B, T], or a ValueError saying what is wrong with it (the checks are
+        the NumPy model's: `ModelConfig.check_tokens`)."""
+        idx = self.config.check_tokens(np.array(idx) if isinstance(idx, mx.array) else idx, what)
+        return mx.array(idx, dtype=mx.int32)
 
     # --- parameters in and out --------------------------------------------------------------------------------------
 

@@ -11,7 +11,6 @@ passed in as arrays, so the compiled graph is traced once, not once per step.
 
 from __future__ import annotations
 
-from functools import partial
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -159,8 +158,8 @@ class MLXTrainer:
         return self._eval(x, y).item()
 
     def _check_batch(self, x, y) -> tuple[mx.array, mx.array]:
-        x, y = self.model.check_tokens(x), self.model.check_tokens(y)
-        if x.ndim != 2 or x.shape != y.shape:
+        x, y = self.model.check_tokens(x), self.model.check_tokens(y, what="targets")
+        if x.shape != y.shape:
             raise ValueError(f"tokens and targets must both have shape (batch, tokens); got {tuple(x.shape)} and "
                              f"{tuple(y.shape)}")
         return x, y

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from minisparse.config import ModelConfig
-from minisparse.params import SITES, init_params, param_shapes, site_sizes
+from minisparse.params import check_gates, init_params, param_shapes
 
 from .layers import (abstopk_backward, abstopk_forward, attention_backward, attention_forward, cross_entropy_backward,
                      cross_entropy_forward, embedding_backward, embedding_forward, gate_backward, gate_forward,
@@ -51,8 +51,8 @@ class GPT:
 
     def loss_and_grads(self, idx, targets) -> tuple[float, dict[str, np.ndarray]]:
         """Mean next-token cross-entropy of `targets` [B, T] given `idx` [B, T], and its gradient for every parameter."""
-        idx = self._check_idx(idx)
-        targets = self._check_idx(targets, what="targets")
+        idx = self.config.check_tokens(idx)
+        targets = self.config.check_tokens(targets, what="targets")
         if targets.shape != idx.shape:
             raise ValueError(f"targets have shape {targets.shape} but idx has shape {idx.shape}; "
                              "they must match (targets[b, t] is the token that follows idx[b, t])")
@@ -71,7 +71,7 @@ class GPT:
         the site's AbsTopK and before its gate.
         """
         cfg, P = self.config, self.params
-        idx = self._check_idx(idx)
+        idx = self.config.check_tokens(idx)
         gates = self._check_gates(gates)
         B, T = idx.shape
         N, A, H = B * T, cfg.d_attn, cfg.n_head
@@ -185,46 +185,12 @@ class GPT:
     # ------------------------------------------------------------------------------------------------------------------
     # input validation: refuse bad input here, with a message that says what to do, not deep inside a matmul
 
-    def _check_idx(self, idx, what: str = "idx") -> np.ndarray:
-        cfg = self.config
-        idx = np.asarray(idx)
-        if idx.dtype.kind not in "iu":
-            raise ValueError(f"{what} must be an integer array of token ids, got dtype {idx.dtype}; "
-                             f"convert it with {what}.astype(np.int64)")
-        if idx.ndim != 2:
-            # 1-D is refused rather than guessed at: a batch of one and a sequence of length one look alike
-            raise ValueError(f"{what} must be 2-D (batch, tokens), got shape {idx.shape}; "
-                             f"for a single sequence pass {what}[None, :]")
-        B, T = idx.shape
-        if B == 0 or T == 0:
-            raise ValueError(f"{what} has shape {idx.shape}; it needs at least one sequence of at least one token")
-        if T > cfg.n_ctx:
-            raise ValueError(f"sequence of length {T} exceeds n_ctx={cfg.n_ctx}; crop it (e.g. {what}[:, -{cfg.n_ctx}:]) "
-                             "or train a model with a larger n_ctx")
-        lo, hi = int(idx.min()), int(idx.max())
-        if lo < 0 or hi >= cfg.vocab_size:
-            raise ValueError(f"{what} holds token ids in [{lo}, {hi}], outside [0, vocab_size={cfg.vocab_size}); "
-                             "check the tokenizer matches the model's vocab_size")
-        return idx
-
     def _check_gates(self, gates) -> dict:
-        if not gates:
-            return {}
-        sizes = site_sizes(self.config)
-        checked = {}
-        for key, value in gates.items():
-            if key not in sizes:
-                raise ValueError(f"unknown gate site {key!r}; sites are 'L{{layer}}.{{site}}' with site in {SITES} "
-                                 f"and layer in [0, {self.config.n_layer})")
-            if not (isinstance(value, (tuple, list)) and len(value) == 2):
-                raise ValueError(f"gates[{key!r}] must be a pair (g, mu) of arrays of shape ({sizes[key]},)")
-            # cast to the model's dtype so a float64 gate cannot upcast a float32 forward pass
-            g, mu = (np.asarray(a, dtype=self.dtype) for a in value)
-            if g.shape != (sizes[key],) or mu.shape != (sizes[key],):
-                raise ValueError(f"gates[{key!r}] has g of shape {g.shape} and mu of shape {mu.shape}; "
-                                 f"both must be ({sizes[key]},), one entry per channel of the site")
-            checked[key] = (g, mu)
-        return checked
+        # cast to the model's dtype so a float64 gate cannot upcast a float32 forward pass
+        gates = {key: tuple(np.asarray(a, dtype=self.dtype) for a in pair) if isinstance(pair, (tuple, list)) else pair
+                 for key, pair in (gates or {}).items()}
+        check_gates(gates, self.config)
+        return gates
 
     def __repr__(self) -> str:
         n = sum(w.size for w in self.params.values())
