@@ -278,7 +278,7 @@ def test_prune_end_to_end_numpy():
 
 
 def test_prune_mlx_backend_runs():
-    mx = pytest.importorskip("mlx.core")
+    pytest.importorskip("mlx.core")
     from minisparse.mlx import GPT as MLXGPT
 
     model = MLXGPT(CFG, params=loud_params(dtype=np.float32))

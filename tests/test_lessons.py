@@ -9,7 +9,6 @@ replaces a bare `python` with `sys.executable`, so the kernel runs in the same e
 `ipykernel install --user` is needed.
 """
 
-import os
 from pathlib import Path
 
 import pytest
