@@ -30,6 +30,7 @@ def _section(title: str) -> None:
 def tour(out_dir="runs/tour", *, checkpoint=None, preset_name: str = "tiny", steps: int | None = None,
          density: float = 1 / 16, task: str = "while_return_true", backend: str = "numpy") -> None:
     out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     if checkpoint is None:
         model_cfg, train_cfg = preset(preset_name)
         train_cfg = dataclasses.replace(train_cfg, weight_density=density, steps=steps or train_cfg.steps)

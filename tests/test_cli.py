@@ -35,3 +35,15 @@ def test_bad_input_is_refused_with_a_message(tmp_path, capsys, argv, words):
     assert words in err
     if argv[0] == "prune":
         assert "single_double_quote" in err, "an unknown task's error lists the known ones"
+
+
+def test_tour_tells_the_three_sparsities_and_draws_a_circuit(tmp_path, capsys):
+    assert main(["train", "--preset", "tiny", "--steps", "10", "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["tour", "--checkpoint", str(tmp_path / "run" / "model.safetensors"), "--out", str(tmp_path / "tour"),
+                 "--task", "single_double_quote"]) == 0
+    printed = capsys.readouterr().out
+    for section in ("Weight sparsity", "Activation sparsity", "Circuit sparsity", "a dense model with the same nodes"):
+        assert section in printed
+    assert (tmp_path / "tour" / "circuit-single_double_quote.png").stat().st_size > 0
+    assert (tmp_path / "tour" / "circuit-single_double_quote.json").exists()
