@@ -182,6 +182,25 @@ def test_step_refuses_gradients_that_do_not_match_the_parameters(setup, data):
         optimizer_step(params, missing, init_state(params), step, cfg)
     with pytest.raises(ValueError, match="extra"):
         optimizer_step(params, {**grads, "nonexistent.weight": grads[name]}, init_state(params), step, cfg)
+    # a gradient that would broadcast onto its parameter is still the wrong gradient
+    with pytest.raises(ValueError, match=rf"gradient shapes differ from their parameters for \['{re.escape(name)}'\]"):
+        optimizer_step(params, {**grads, name: grads[name][None]}, init_state(params), step, cfg)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
+@given(setups())
+@examples(0.1)
+def test_an_update_that_overflows_a_weight_is_reported_as_divergence(setup):
+    """If the update pushes a weight past the largest float, the step is reported as diverged, not masked."""
+    params, grads, step, cfg = setup
+    cfg = TrainConfig(**{**cfg.to_dict(), "lr": 1e45, "weight_decay": 0.0, "warmup": 0.0})
+    step = min(step, cfg.steps - 1)  # the LR has decayed to 0 after the last step
+    name = next(n for n, p in params.items() if p.ndim == 2)
+    params[name].flat[0] = np.finfo(params[name].dtype).max
+    grads = {n: np.zeros_like(g) for n, g in grads.items()}
+    grads[name].flat[0] = -1.0
+    with pytest.raises(FloatingPointError, match=f"step {step} overflowed the weights"):
+        optimizer_step(params, grads, init_state(params), step, cfg)
 
 
 @given(setups(dtype=np.float64), st.sampled_from([1e160, 1e200, 1e300]), st.integers(0, 2 ** 32 - 1))
