@@ -50,6 +50,7 @@ def test_stop_and_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     assert resumed.train_loss == straight.train_loss and resumed.val_loss == straight.val_loss
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 def test_divergence_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     real_step = NumpyTrainer.step
 
@@ -87,6 +88,7 @@ def test_training_lowers_the_loss():
     assert losses[-1] < 0.5 * losses[0], losses[::10]
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 def test_an_update_that_overflows_the_weights_is_reported_as_divergence():
     trainer = make_trainer("numpy", CFG, TCFG)
     trainer.model.params["lm_head.weight"][0, 0] = np.finfo(np.float32).max  # one Adam step pushes it past the top
