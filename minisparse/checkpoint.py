@@ -17,6 +17,7 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
+from .backend import backend_of
 from .config import ConfigError, ModelConfig
 from .params import param_shapes
 
@@ -30,7 +31,7 @@ class CheckpointError(ValueError):
 
 def model_params(model) -> dict[str, np.ndarray]:
     """The flat parameter dict of a NumPy or an MLX model, as NumPy arrays."""
-    if isinstance(getattr(model, "params", None), dict):
+    if backend_of(model) == "numpy":
         return model.params
     if hasattr(model, "numpy_params"):
         return model.numpy_params()

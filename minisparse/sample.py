@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from .backend import backend_of
 from .data import decode, encode
 
 
 def logits_of(model, idx: np.ndarray) -> np.ndarray:
     """Logits (B, T, V) as a NumPy array from a NumPy or an MLX GPT."""
-    if isinstance(getattr(model, "params", None), dict):  # the NumPy GPT
+    if backend_of(model) == "numpy":
         return model.forward(idx)
     import mlx.core as mx
     return np.array(model(mx.array(idx)).astype(mx.float32))

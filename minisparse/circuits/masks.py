@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from minisparse.backend import backend_of
 from minisparse.data import get_batch, load_corpus
 from minisparse.params import site_sizes
 
@@ -109,13 +110,9 @@ def mask_from_nodes(nodes, sizes: dict[str, int]) -> dict[str, np.ndarray]:
 # ----------------------------------------------------------------------------------------------------------------------
 # What an ablated node is replaced with.
 
-def _is_mlx(model) -> bool:
-    return not isinstance(getattr(model, "params", None), dict)
-
-
 def site_activations(model, idx: np.ndarray) -> dict[str, np.ndarray]:
     """{site: [B, T, n]} activations after each site's AbsTopK (before any gate), as float64 NumPy arrays."""
-    if _is_mlx(model):
+    if backend_of(model) == "mlx":
         import mlx.core as mx
 
         acts: dict = {}

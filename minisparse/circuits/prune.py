@@ -24,6 +24,7 @@ from typing import Callable
 
 import numpy as np
 
+from minisparse.backend import backend_of
 from minisparse import data as corpus_data
 from minisparse.checkpoint import model_params
 from minisparse.params import site_sizes
@@ -69,10 +70,6 @@ def binary_task_loss(last_logits: np.ndarray, labels: np.ndarray, answer_ids) ->
     return loss, dz
 
 
-def _is_mlx(model) -> bool:
-    return not isinstance(getattr(model, "params", None), dict)
-
-
 def _mlx_gates(model, gates: dict) -> dict:
     import mlx.core as mx
 
@@ -82,7 +79,7 @@ def _mlx_gates(model, gates: dict) -> dict:
 
 def task_loss(model, data: TaskData, gates: dict | None = None) -> float:
     """Task loss of `model` (NumPy or MLX) on `data` with the given gates {site: (g, μ)} (None: the full model)."""
-    if _is_mlx(model):
+    if backend_of(model) == "mlx":
         import mlx.core as mx
 
         logits = model.forward(mx.array(data.idx, dtype=mx.int32), _mlx_gates(model, gates or {}))
@@ -95,7 +92,7 @@ def task_loss(model, data: TaskData, gates: dict | None = None) -> float:
 def task_loss_and_gate_grads(model, data: TaskData, gates: dict) -> tuple[float, dict[str, np.ndarray]]:
     """(task loss, {site: [n] dL/dg}) at the given gates, from the NumPy backward or MLX autograd."""
     a0, a1 = (int(a) for a in data.answer_ids)
-    if _is_mlx(model):
+    if backend_of(model) == "mlx":
         import mlx.core as mx
 
         idx = mx.array(data.idx, dtype=mx.int32)
@@ -237,7 +234,7 @@ def prune(model, task, *, k_coef: float = 1e-3, steps: int = 100, lr: float = 0.
         answers=tuple(getattr(task, "answers", ("", ""))),
         settings={"k_coef": k_coef, "steps": steps, "lr": lr, "ablation": ablation, "seed": seed,
                   "n_examples": len(data.labels), "n_eval": len(eval_data.labels), "nonzero_only": nonzero_only,
-                  "surrogate_temperature": SURROGATE_TEMPERATURE, "backend": "mlx" if _is_mlx(model) else "numpy",
+                  "surrogate_temperature": SURROGATE_TEMPERATURE, "backend": "mlx" if backend_of(model) == "mlx" else "numpy",
                   "final_opt_loss": history[-1]["task_loss"] if history else math.nan,
                   "final_opt_nodes": history[-1]["n_kept"] if history else n_total,
                   "seconds": round(time.perf_counter() - t0, 2)},
