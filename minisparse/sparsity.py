@@ -45,13 +45,11 @@ def _check_finite(w: np.ndarray, what: str) -> None:
 
 
 def _largest(values: np.ndarray, n: int) -> np.ndarray:
-    """Indices of the `n` largest entries of a 1-D array of |w| values, n < values.size.
+    """Indices of the `n` largest entries of a 1-D array of |w| values, 0 < n < values.size.
 
     `np.argpartition` slows down many times when most entries are equal (exact zeros after a projection), so we
     partition only the nonzero candidates and, if they are too few, take all of them plus the first zeros.
     """
-    if n <= 0:
-        return np.empty(0, dtype=np.intp)
     nonzero = np.flatnonzero(values)
     if nonzero.size <= n:
         zeros = np.flatnonzero(values == 0)[: n - nonzero.size]
