@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 
+from minisparse.backend import matmul_gflops
 from minisparse.config import ModelConfig, TrainConfig
 from minisparse.optim import densities_at
 from minisparse.params import param_shapes
@@ -25,31 +26,6 @@ from minisparse.train import make_trainer
 
 REFERENCE = ModelConfig(vocab_size=256, n_ctx=128, d_model=128, n_layer=4, n_head=8, d_head=16, d_mlp=512)
 BATCH = 16
-
-
-def numpy_matmul_peak(n: int = 1024, seconds: float = 1.0) -> float:
-    """Best float32 GFLOP/s of NumPy's BLAS on n×n matmuls over about `seconds`."""
-    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
-    a @ a
-    best, end = 0.0, time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        t = time.perf_counter()
-        a @ a
-        best = max(best, 2 * n ** 3 / (time.perf_counter() - t) / 1e9)
-    return best
-
-
-def mlx_matmul_peak(n: int = 1024, seconds: float = 1.0) -> float:
-    import mlx.core as mx
-
-    a = mx.random.normal((n, n))
-    mx.eval(a @ a)
-    best, end = 0.0, time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        t = time.perf_counter()
-        mx.eval(a @ a)
-        best = max(best, 2 * n ** 3 / (time.perf_counter() - t) / 1e9)
-    return best
 
 
 def flops_per_step(cfg: ModelConfig, tokens: int) -> float:
@@ -95,9 +71,7 @@ def main() -> None:
     backends = [b for b in args.backends.split(",") if b]
     tokens = BATCH * REFERENCE.n_ctx
     flops = flops_per_step(REFERENCE, tokens)
-    peaks = {"numpy": numpy_matmul_peak()}
-    if "mlx" in backends:
-        peaks["mlx"] = mlx_matmul_peak()
+    peaks = {b: matmul_gflops(b, n=1024, seconds=1.0) for b in {"numpy", *backends}}
     print(f"machine: {platform.machine()} {platform.system()}, {os.cpu_count()} cores; "
           f"numpy {np.__version__}" + (f"; mlx float32 matmul peak {peaks['mlx']:.1f} GFLOP/s" if "mlx" in peaks else ""))
     print(f"float32 matmul peak (1024x1024): numpy {peaks['numpy']:.1f} GFLOP/s")
