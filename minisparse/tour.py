@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import load
-from .circuits import circuit_edges, prune_report
+from .circuits import TaskData, circuit_edges, prune_report
 from .circuits.masks import mask_from_nodes
 from .config import preset
 from .data import eval_batches, load_corpus
@@ -58,10 +58,10 @@ def tour(out_dir="runs/tour", *, checkpoint=None, preset_name: str = "tiny", ste
 
     _section(f"4. Circuit sparsity: prune {task!r} to the channels it needs")
     circuit = prune_report(model, task, json_path=out / f"circuit-{task}.json")
-    t = get_task(task)
-    dense = circuit_edges(model.params, cfg, mask_from_nodes(circuit.nodes, site_sizes(cfg)),
-                          np.unique(np.concatenate([np.frombuffer(e.prompt.encode(), np.uint8)
-                                                    for e in t.examples(32)])), t.answer_ids, nonzero_only=False)
+    # the same prompts pruning used, every entry between the circuit's nodes counted, zero or not
+    data = TaskData.from_task(get_task(task), circuit.settings["n_examples"], cfg.n_ctx, "train", circuit.settings["seed"])
+    dense = circuit_edges(model.params, cfg, mask_from_nodes(circuit.nodes, site_sizes(cfg)), data.tokens,
+                          data.answer_ids, nonzero_only=False)
     print(f"  {circuit.n_edges} edges; a dense model with the same nodes would have {len(dense)}: weight sparsity "
           "is what makes the circuit small enough to read")
     from .viz import draw_circuit

@@ -12,7 +12,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -82,8 +82,7 @@ def make_trainer(backend: str, model_cfg: ModelConfig, train_cfg: TrainConfig, p
 class TrainResult:
     step: int                       # optimizer steps completed
     train_loss: float
-    val_loss: float | None          # nats per byte
-    history: list = field(default_factory=list)
+    val_loss: float | None          # nats per byte (every logged step is in the run's metrics.jsonl)
 
     @property
     def val_bits_per_byte(self) -> float | None:
@@ -131,7 +130,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir, *, backend: s
         main = is_main(group)
     trainer = make_trainer(backend, model_cfg, train_cfg, params, opt_state, group=group)
     out.mkdir(parents=True, exist_ok=True)
-    history, loss, val = [], float("nan"), None
+    loss, val = float("nan"), None
     tokens_per_step = train_cfg.batch_size * model_cfg.n_ctx
     bar = _progress(range(start, until), initial=start, total=until, disable=not (progress and main))
     tick, speed = time.perf_counter(), None  # tokens/s, smoothed
@@ -152,7 +151,6 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir, *, backend: s
                     val = record["val_loss"] = _validate(trainer, corpus.val, model_cfg, train_cfg)
                 if main and (done % train_cfg.checkpoint_every == 0 or done == until):
                     _checkpoint(trainer, out, model_cfg, train_cfg, done, corpus.fingerprint)
-                history.append(record)
                 log.write(json.dumps(record) + "\n")
                 log.flush()  # so a plot or `tail -f` can follow the run
                 now = time.perf_counter()
@@ -171,7 +169,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir, *, backend: s
             bar.close()
     if start == until:
         val = _validate(trainer, corpus.val, model_cfg, train_cfg)
-    return TrainResult(step=until, train_loss=loss, val_loss=val, history=history)
+    return TrainResult(step=until, train_loss=loss, val_loss=val)
 
 
 def _progress(iterable, **kwargs):

@@ -1,5 +1,7 @@
 """The command line: a tiny end-to-end run, and bad input refused with a message instead of a traceback."""
 
+import re
+
 import pytest
 
 from minisparse.cli import main
@@ -43,7 +45,9 @@ def test_tour_tells_the_three_sparsities_and_draws_a_circuit(tmp_path, capsys):
     assert main(["tour", "--checkpoint", str(tmp_path / "run" / "model.safetensors"), "--out", str(tmp_path / "tour"),
                  "--task", "single_double_quote"]) == 0
     printed = capsys.readouterr().out
-    for section in ("Weight sparsity", "Activation sparsity", "Circuit sparsity", "a dense model with the same nodes"):
+    for section in ("Weight sparsity", "Activation sparsity", "Circuit sparsity"):
         assert section in printed
+    sparse, dense = map(int, re.search(r"(\d+) edges; a dense model with the same nodes would have (\d+)", printed).groups())
+    assert sparse <= dense, "counting every entry between the same nodes can only add edges"
     assert (tmp_path / "tour" / "circuit-single_double_quote.png").stat().st_size > 0
     assert (tmp_path / "tour" / "circuit-single_double_quote.json").exists()
