@@ -12,17 +12,14 @@ import numpy as np
 import pytest
 
 mx = pytest.importorskip("mlx.core")
-from hypothesis import given  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-from strategies import budgets, distinct_matrices, examples, matrices, min_per_row, nonempty_shapes_2d  # noqa: E402
 from strategies import tiny_params  # noqa: E402
 from test_mlx_model import topk_gaps  # noqa: E402
 
 from minisparse.config import ModelConfig, TrainConfig, preset  # noqa: E402
-from minisparse.mlx import GPT, MLXTrainer, project_topk  # noqa: E402
+from minisparse.mlx import GPT, MLXTrainer  # noqa: E402
 from minisparse.numpy import GPT as NumpyGPT  # noqa: E402
 from minisparse.optim import init_state, lr_at, optimizer_step  # noqa: E402
-from minisparse.sparsity import is_sparsified, topk_mask  # noqa: E402
+from minisparse.sparsity import is_sparsified  # noqa: E402
 
 
 def weight_atol(step: int, tcfg: TrainConfig) -> float:
@@ -35,12 +32,6 @@ def weight_atol(step: int, tcfg: TrainConfig) -> float:
     return 1e-3 * lr_at(step, tcfg) + 1e-8
 
 
-def mlx_projection(w: np.ndarray, k: int, j: int) -> np.ndarray:
-    rows, cols = w.shape
-    need = min(k, w.size) - rows * min(j, cols)          # what the global top-k adds beyond the forced entries
-    return np.array(project_topk(mx.array(w), mx.array(need), min(j, cols)))
-
-
 
 def synthetic_batches(vocab_size: int, n_ctx: int, batch: int, seed: int = 0):
     """An endless stream of batches (x, y) [batch, n_ctx] of a learnable synthetic language: each sequence counts up
@@ -51,33 +42,6 @@ def synthetic_batches(vocab_size: int, n_ctx: int, batch: int, seed: int = 0):
         stride = rng.integers(1, 4, (batch, 1))
         seq = (start + stride * np.arange(n_ctx + 1)) % vocab_size
         yield seq[:, :-1], seq[:, 1:]
-
-# ----------------------------------------------------------------------------------------------------------------------
-# the projection
-
-
-@given(st.data())
-@examples(0.5)
-def test_projection_keeps_the_reference_entries(data):
-    w = data.draw(distinct_matrices(shape=nonempty_shapes_2d))
-    k, j = data.draw(budgets(w)), data.draw(min_per_row)
-    got = mlx_projection(w, k, j)
-    np.testing.assert_array_equal(got != 0, topk_mask(w, k, j))
-    np.testing.assert_array_equal(got, np.where(got != 0, w, 0))
-
-
-@given(st.data())
-@examples(0.5)
-def test_projection_with_ties_keeps_the_same_magnitudes(data):
-    w = data.draw(matrices(shape=nonempty_shapes_2d))
-    k, j = data.draw(budgets(w)), data.draw(min_per_row)
-    got = mlx_projection(w, k, j)
-    want = np.where(topk_mask(w, k, j), w, 0)
-    np.testing.assert_array_equal(np.sort(np.abs(got).ravel()), np.sort(np.abs(want).ravel()))
-    # the minimum per row holds: each row keeps at least its min(j, cols) largest |w| (zeros among them stay zeros)
-    forced = np.sort(np.abs(w), axis=1)[:, ::-1][:, :min(j, w.shape[1])]
-    kept = np.sort(np.abs(got), axis=1)[:, ::-1][:, :min(j, w.shape[1])]
-    np.testing.assert_array_equal(kept, forced)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

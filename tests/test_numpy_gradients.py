@@ -162,10 +162,14 @@ def test_gate_gradients_match_finite_differences(afrac, seed):
 # ----------------------------------------------------------------------------------------------------------------------
 # gates and sites: behaviour, not just gradients
 
+def two_layer_model(afrac, batch):
+    """A small float32 model at `afrac` and a batch of `batch` random sequences for it."""
+    cfg = ModelConfig(vocab_size=11, n_ctx=6, d_model=8, n_layer=2, n_head=2, d_head=4, d_mlp=16, afrac=afrac)
+    return cfg, GPT(cfg, seed=3), np.random.default_rng(0).integers(0, 11, (batch, 6))
+
+
 def test_sites_are_recorded_after_abstopk():
-    cfg = ModelConfig(vocab_size=11, n_ctx=6, d_model=8, n_layer=2, n_head=2, d_head=4, d_mlp=16, afrac=0.25)
-    model = GPT(cfg, seed=3)
-    idx = np.random.default_rng(0).integers(0, 11, (3, 6))
+    cfg, model, idx = two_layer_model(afrac=0.25, batch=3)
     _, cache = model.forward_cached(idx)
     sizes = site_sizes(cfg)
     assert list(cache["sites"]) == list(sizes)
@@ -176,9 +180,7 @@ def test_sites_are_recorded_after_abstopk():
 
 
 def test_open_gates_change_nothing_and_closed_gates_write_mu():
-    cfg = ModelConfig(vocab_size=11, n_ctx=6, d_model=8, n_layer=2, n_head=2, d_head=4, d_mlp=16, afrac=0.5)
-    model = GPT(cfg, seed=3)
-    idx = np.random.default_rng(0).integers(0, 11, (2, 6))
+    cfg, model, idx = two_layer_model(afrac=0.5, batch=2)
     plain, _ = model.forward_cached(idx)
     sizes = site_sizes(cfg)
     ones = {k: (np.ones(n), np.full(n, 5.0)) for k, n in sizes.items()}

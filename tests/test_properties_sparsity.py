@@ -116,25 +116,28 @@ def test_topk_is_invariant_to_positive_scaling(problem, e):
     np.testing.assert_array_equal(topk_mask(w * np.float32(2.0 ** e), k, j), topk_mask(w, k, j))
 
 
+def permute(w, rnd):
+    """w with its rows and columns shuffled by `rnd`, and the index that applies the same shuffle to any mask."""
+    rows, cols = list(range(w.shape[0])), list(range(w.shape[1]))
+    rnd.shuffle(rows)
+    rnd.shuffle(cols)
+    order = np.ix_(rows, cols)
+    return w[order], order
+
+
 @given(problems(distinct_matrices()), st.randoms(use_true_random=False))
 def test_topk_commutes_with_permuting_rows_and_columns(problem, rnd):
     """With distinct |w|, permuting the rows and columns of the matrix permutes its mask the same way."""
     w, k, j = problem
-    rows, cols = list(range(w.shape[0])), list(range(w.shape[1]))
-    rnd.shuffle(rows)
-    rnd.shuffle(cols)
-    permuted = w[np.ix_(rows, cols)]
-    np.testing.assert_array_equal(topk_mask(permuted, k, j), topk_mask(w, k, j)[np.ix_(rows, cols)])
+    permuted, order = permute(w, rnd)
+    np.testing.assert_array_equal(topk_mask(permuted, k, j), topk_mask(w, k, j)[order])
 
 
 @given(problems(), st.randoms(use_true_random=False))
 def test_topk_keeps_the_same_magnitudes_under_permutation_even_with_ties(problem, rnd):
     """With ties, permuting rows and columns may change which tied entry is kept, never the multiset of kept |w|."""
     w, k, j = problem
-    rows, cols = list(range(w.shape[0])), list(range(w.shape[1]))
-    rnd.shuffle(rows)
-    rnd.shuffle(cols)
-    permuted = w[np.ix_(rows, cols)]
+    permuted, _ = permute(w, rnd)
     np.testing.assert_array_equal(kept_magnitudes(permuted, topk_mask(permuted, k, j)),
                                   kept_magnitudes(w, topk_mask(w, k, j)))
 
