@@ -60,10 +60,6 @@ def init_params(cfg: ModelConfig, seed: int = 0, dtype=np.float32) -> dict[str, 
     return params
 
 
-def n_params(cfg: ModelConfig) -> int:
-    return sum(math.prod(s) for s in param_shapes(cfg).values())
-
-
 # The eight activation sites of every block, in forward order (DESIGN §1). AbsTopK acts at each; circuits prune their
 # channels (DESIGN §5). A site is keyed "L{l}.{site}", a node "L{l}.{site}[{i}]".
 SITES = ("attn_in", "q", "k", "v", "attn_out", "mlp_in", "mlp_neuron", "mlp_out")
