@@ -48,7 +48,7 @@ def grad_rms(grads: dict[str, np.ndarray]) -> float:
     """Root-mean-square over every entry of every gradient, accumulated in float64; inf only if a gradient is."""
     count = sum(g.size for g in grads.values())
     with np.errstate(over="ignore"):
-        total = sum(float(np.dot(g.ravel().astype(np.float64, copy=False), g.ravel())) for g in grads.values())
+        total = sum(float(g64 @ g64) for g64 in (g.ravel().astype(np.float64, copy=False) for g in grads.values()))
     if not 1e-200 < total < math.inf and all(np.isfinite(g).all() for g in grads.values()):
         # Finite float64 gradients above ~1e154 overflow when squared, and below ~1e-154 underflow: rescale by the
         # largest entry first (rare, so kept off the fast path).

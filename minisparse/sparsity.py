@@ -137,8 +137,7 @@ def project_topk(params: dict[str, np.ndarray], densities: dict[str, float], min
     for name, w in params.items():
         if is_sparsified(name):
             masks[name] = mask = project_mask(name, w, densities[name], min_per_neuron)
-            if not mask.all():
-                np.multiply(w, mask, out=w)
+            np.multiply(w, mask, out=w)
     return masks
 
 
