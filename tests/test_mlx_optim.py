@@ -231,11 +231,17 @@ def test_training_resumes_across_backends():
 # the trainer's own guarantees
 
 
-def test_a_non_finite_gradient_raises_and_changes_nothing():
+def tiny_trainer_after_one_step(batch: int):
+    """An MLX trainer of the tiny preset that has taken step 0 (so its Adam moments are not zero), and its batch."""
     cfg, tcfg = preset("tiny")
     trainer = MLXTrainer(GPT(cfg, seed=0), tcfg)
-    x, y = next(synthetic_batches(cfg.vocab_size, cfg.n_ctx, 4))
+    x, y = next(synthetic_batches(cfg.vocab_size, cfg.n_ctx, batch))
     trainer.step(x, y, 0)
+    return trainer, x, y
+
+
+def test_a_non_finite_gradient_raises_and_changes_nothing():
+    trainer, x, y = tiny_trainer_after_one_step(batch=4)
     params = trainer.params_numpy()
     params["blocks.1.mlp.up_proj.bias"][0] = np.inf                      # inf·0 and inf−inf downstream: NaN gradients
     trainer.model.load_params(params)
@@ -265,13 +271,10 @@ def test_the_step_is_traced_once_while_lr_and_k_change(monkeypatch):
 
 
 def test_opt_state_round_trips_and_refuses_a_mismatch():
-    cfg, tcfg = preset("tiny")
-    trainer = MLXTrainer(GPT(cfg, seed=0), tcfg)
-    x, y = next(synthetic_batches(cfg.vocab_size, cfg.n_ctx, 2))
-    trainer.step(x, y, 0)
+    trainer, _, _ = tiny_trainer_after_one_step(batch=2)
     state = trainer.opt_state_numpy()
     assert set(state) == {"m", "v"} and list(state["m"]) == list(init_state(trainer.params_numpy())["m"])
-    other = MLXTrainer(GPT(cfg, seed=0), tcfg, state=state)
+    other = MLXTrainer(GPT(trainer.model.config, seed=0), trainer.cfg, state=state)
     for k in ("m", "v"):
         for name, a in state[k].items():
             np.testing.assert_array_equal(other.opt_state_numpy()[k][name], a)
