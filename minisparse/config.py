@@ -184,8 +184,7 @@ def _check_density(what: str, d) -> None:
 
 # Named presets: a model shape and a training recipe that go together.
 # `tiny` is for tests and CI (seconds); `small` trains on a 2-core laptop CPU in about ten minutes. Its learned
-# positions and LR 2e-2 won a 600-step sweep at density 1/16 (validation bits per byte: LR 3e-3/1e-2/2e-2/3e-2 with
-# learned positions 3.40/3.26/3.23/-, without 3.39/3.35/-/3.39; see the README).
+# positions and LR 2e-2 won a 600-step sweep at density 1/16 (the README's table and the command for each cell).
 PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
     "tiny": (
         ModelConfig(vocab_size=256, n_ctx=32, d_model=32, n_layer=2, n_head=2, d_head=16, d_mlp=64),
