@@ -183,6 +183,24 @@ def list_tasks() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def load_task_file(path) -> list[str]:
+    """Run a Python file that defines tasks and `register`s them (what `--tasks-from` does on the command line); return
+    the names it registered. The file is ordinary Python, run like a script: pass only files you trust."""
+    import runpy
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no task file at {path}; it should be a .py file that calls "
+                                "minisparse.tasks.register(Task(...))")
+    before = set(_REGISTRY)
+    runpy.run_path(str(path), run_name="minisparse_tasks")
+    added = sorted(set(_REGISTRY) - before)
+    if not added:
+        raise ValueError(f"{path} registered no task; call minisparse.tasks.register(Task(...)) in it")
+    return added
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Words from the corpus.
 
@@ -191,6 +209,7 @@ class Vocabulary:
     names: tuple[str, ...]     # identifiers the stdlib assigns to, most frequent first
     short_names: tuple[str, ...]
     strings: tuple[str, ...]   # contents of short lowercase string literals, most frequent first
+    modules: tuple[str, ...] = ()  # top-level module names the stdlib imports (up to 10 bytes), most frequent first
 
 
 _NOT_NAMES = set(keyword.kwlist) | set(keyword.softkwlist) | set(dir(builtins)) | {"self", "cls", "ret"}
@@ -205,7 +224,11 @@ def vocabulary() -> Vocabulary:
     quoted = collections.Counter(m.decode() for _, m in re.findall(rb"""(['"])([a-z][a-z ]{1,11})\1""", text))
     names = _most_common([w for w in assigned.items() if w[0] not in _NOT_NAMES])
     strings = _most_common([w for w in quoted.items() if not w[0].endswith(" ")])
-    return Vocabulary(names=names, short_names=tuple(w for w in names if len(w) <= 5), strings=strings)
+    imported = collections.Counter(m.decode() for m in re.findall(rb"(?m)^(?:import|from) ([a-z_][a-z0-9_]{1,9})\b",
+                                                                 text))
+    modules = _most_common([w for w in imported.items() if w[0] not in _NOT_NAMES])
+    return Vocabulary(names=names, short_names=tuple(w for w in names if len(w) <= 5), strings=strings,
+                      modules=modules)
 
 
 def _most_common(counts: list[tuple[str, int]]) -> tuple[str, ...]:
@@ -215,13 +238,14 @@ def _most_common(counts: list[tuple[str, int]]) -> tuple[str, ...]:
 
 def fill(template: str, rng: np.random.Generator, **given: str) -> str:
     """Fill a format-string template. Slots passed in `given` are used as given; {name}, {name2}, ... get distinct
-    corpus identifiers (up to 10 bytes), {short}, {short2}, ... distinct short ones (up to 5), {text} a corpus string's
-    content (up to 12 bytes, lowercase letters and spaces), {num} an integer 0..99."""
+    corpus identifiers (up to 10 bytes), {short}, {short2}, ... distinct short ones (up to 5), {module}, {module2}, ...
+    distinct names of modules the corpus imports (up to 10 bytes), {text} a corpus string's content (up to 12 bytes, lowercase letters and spaces),
+    {num} an integer 0..99."""
     vocab = vocabulary()
     # Sorted, never set order: the order of draws from `rng` must not depend on string hashing (PYTHONHASHSEED).
     slots = sorted({field for _, field, _, _ in string.Formatter().parse(template) if field} - set(given))
     values = dict(given)
-    for prefix, words in (("name", vocab.names), ("short", vocab.short_names)):
+    for prefix, words in (("name", vocab.names), ("short", vocab.short_names), ("module", vocab.modules)):
         wanted = [slot for slot in slots if slot.startswith(prefix)]
         unused = [w for w in words if w not in values.values()]     # so {name} and {short} never coincide
         values.update(zip(wanted, _distinct(unused, len(wanted), rng)))
@@ -373,4 +397,118 @@ register(Task(
                "test": ["if {name2}:\n    {kw}{name}({args})", "class {name2}:\n    {kw}{name}({args})"]},
     make=_make_def_or_call,
     max_len=57,
+))
+
+
+# assign_or_compare: `if x =` can only go on as `==`; a statement `x =` is an assignment, followed by a space.
+def _make_assign_or_compare(template: tuple[str, str], answer: int, rng: np.random.Generator) -> str:
+    fmt, keyword = template
+    return fill(fmt, rng, kw=(keyword + " ", "")[answer])
+
+
+register(Task(
+    "assign_or_compare", "after `x =`: a comparison `if x ==` (=) vs an assignment `x = ...` (space)",
+    answers=("=", " "),
+    templates={"train": [("{kw}{name} =", "if"), ("    {kw}{name} =", "if"), ("{kw}self.{name} =", "if"),
+                         ("    {kw}{name}.{name2} =", "elif")],
+               "test": [("{kw}{name}.{short} =", "while"), ("        {kw}{name} =", "elif"), ("    {kw}{name}[{num}] =", "if")]},
+    make=_make_assign_or_compare,
+    max_len=34,
+))
+
+
+# import_or_from: `from os` goes on with ` import ...`; `import os` is a whole statement, so the line ends.
+register(Task(
+    "import_or_from", "after a module name: `from m` (space, ` import ...`) vs `import m` (newline)",
+    answers=(" ", "\n"),
+    templates={"train": ["{kw}{module}", "import {module2}\n{kw}{module}", '"""{text}."""\n\n{kw}{module}'],
+               "test": ["    {kw}{module}", "try:\n    {kw}{module}", "import {module2}\nimport {module3}\n{kw}{module}"]},
+    make=lambda template, answer, rng: fill(template, rng, kw=("from ", "import ")[answer]),
+    max_len=53,
+))
+
+
+# paren_or_bracket: a tuple `(a, b` closes with `)`, a list `[a, b` with `]` (dict_or_list with other brackets).
+def _make_paren_or_bracket(template: str, answer: int, rng: np.random.Generator) -> str:
+    items = ", ".join(_scalar(rng) for _ in range(rng.integers(2, 5)))
+    return fill(template, rng, lit="([" [answer] + items)
+
+
+register(Task(
+    "paren_or_bracket", "close a literal with the bracket that opened it: ) (a tuple) vs ] (a list)",
+    answers=(")", "]"),
+    templates={"train": ["{name} = {lit}", "return {lit}", "for {short} in {lit}"],
+               "test": ["yield {lit}", "{name} += {lit}", "if {short} in {lit}"]},
+    make=_make_paren_or_bracket,
+    max_len=52,
+))
+
+
+# call_paren_counting: bracket_counting with the parentheses of calls. Both classes end right after a `)`; if it
+# closed an inner call, the outer call is still open and `)` follows; otherwise the statement ends.
+def _make_call_parens(template: str, answer: int, rng: np.random.Generator) -> str:
+    def call() -> str:
+        return _distinct(vocabulary().short_names, 1, rng)[0] + "(" + _scalar(rng) + ")"
+
+    earlier = [_scalar(rng) for _ in range(rng.integers(0, 3))]
+    if earlier and rng.random() < 0.5:
+        earlier[rng.integers(len(earlier))] = call()
+    nested_end, flat_end = call(), _scalar(rng)
+    if answer == 0:
+        args = ", ".join(earlier + [nested_end])                    # the outer call is still open: `)` comes next
+    else:
+        args = ", ".join(earlier + [flat_end]) + ")"               # closed: the statement ends
+    return fill(template, rng, args=args)
+
+
+register(Task(
+    "call_paren_counting", "after a `)`: is an outer call still open ()) or is the statement done (newline)",
+    answers=(")", "\n"),
+    templates={"train": ["{name}({args}", "{name} = {name2}({args}", "    self.{name}({args}"],
+               "test": ["return {name}({args}", "print({args}", "    {name}.{name2}({args}"]},
+    make=_make_call_parens,
+    max_len=64,
+))
+
+
+# list_or_dict_fixedvarname: set_or_string_fixedvarname's twin. `ret = []` is filled with `ret.append(x)` (.),
+# `ret = {}` with `ret[k] = v` ([); only the initialiser, lines earlier, tells which.
+register(Task(
+    "list_or_dict_fixedvarname", "`ret` was set to [] or {}: `ret.append(...)` (.) vs `ret[key] = ...` ([)",
+    answers=(".", "["),
+    templates={
+        "train": ["{ret} = {init}\nfor {short} in {name}:\n    {ret}",
+                  "{ret} = {init}\nif {name}:\n    {ret}",
+                  "    {ret} = {init}\n    for {short} in {name}:\n        {ret}"],
+        "test": ["{ret} = {init}\nwhile {name}:\n    {ret}",
+                 "    {ret} = {init}\n    {name} = {name2}()\n    {ret}",
+                 "{ret} = {init}\nfor {short} in {name}:\n    if {short}:\n        {ret}"],
+    },
+    make=lambda template, answer, rng: fill(template, rng, init=("[]", "{}")[answer], ret=FIXED_VARNAME),
+    max_len=62,
+))
+
+
+# self_or_cls: a method's first parameter is `cls` under @classmethod and `self` under @property (and in a plain
+# method); the decorator is a line above the `def`.
+register(Task(
+    "self_or_cls", "first parameter after a decorator: @classmethod `def f(cls` (c) vs @property `def f(self` (s)",
+    answers=("c", "s"),
+    templates={"train": ["    @{deco}\n    def {name}(", "\n    @{deco}\n    def {name}(",
+                         "        return {name2}\n\n    @{deco}\n    def {name}("],
+               "test": ["class {name2}:\n    @{deco}\n    def {name}(", "    {name2} = {num}\n\n    @{deco}\n    def {name}("]},
+    make=lambda template, answer, rng: fill(template, rng, deco=("classmethod", "property")[answer]),
+    max_len=63,
+))
+
+
+# dict_key_or_list_item: a string right after `{` is a dict key, followed by `:`; right after `[` it is a list item,
+# followed by `,` (or `]`: the task compares `:` with `,`).
+register(Task(
+    "dict_key_or_list_item", "after a string literal: a dict key `{'k'` (:) vs a list item `['k'` (,)",
+    answers=(":", ","),
+    templates={"train": ["{name} = {open}'{text}'", "return {open}'{text}'", "{name}({open}'{text}'"],
+               "test": ["yield {open}\"{text}\"", "{name}[{num}] = {open}'{text}'", "    {name} = {open}\"{text}\""]},
+    make=lambda template, answer, rng: fill(template, rng, open="{["[answer]),
+    max_len=40,
 ))

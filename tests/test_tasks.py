@@ -36,6 +36,23 @@ def _set_or_string(prompt: str) -> str:
     return {"set()": ".", '""': " ", "''": " "}[initialiser]
 
 
+def _list_or_dict(prompt: str) -> str:
+    first_line, last_line = prompt.split("\n")[0], prompt.split("\n")[-1]
+    variable, initialiser = first_line.strip().split(" = ")
+    assert variable == last_line.strip() == "ret", prompt
+    return {"[]": ".", "{}": "["}[initialiser]
+
+
+def _paren_depth(prompt: str) -> int:
+    return prompt.count("(") - prompt.count(")")
+
+
+def _first_param(prompt: str) -> str:
+    decorator = [line.strip() for line in prompt.split("\n") if line.strip().startswith("@")][-1]
+    assert prompt.split("\n")[-1].strip().startswith("def ") and prompt.endswith("("), prompt
+    return {"@classmethod": "c", "@property": "s"}[decorator]
+
+
 # For each built-in: what the right answer is, worked out from the prompt alone by a different route than the
 # generator took. A bug that pairs a prompt with the wrong label fails here.
 RIGHT_ANSWER = {
@@ -46,13 +63,21 @@ RIGHT_ANSWER = {
     "dict_or_list": lambda p: {"{": "}", "[": "]"}[_unclosed_bracket(p)],
     "def_or_call": lambda p: ((":" if p.split("\n")[-1].lstrip().startswith("def ") else "\n")
                               if p.endswith(")") else None),
+    "assign_or_compare": lambda p: ("=" if p.split("\n")[-1].split()[0] in ("if", "elif", "while") else " ")
+    if p.endswith(" =") else None,
+    "import_or_from": lambda p: {"from": " ", "import": "\n"}[p.split("\n")[-1].split()[0]],
+    "paren_or_bracket": lambda p: _unclosed_bracket(p).translate(str.maketrans("([", ")]")),
+    "call_paren_counting": lambda p: {1: ")", 0: "\n"}[_paren_depth(p)] if p.endswith(")") else None,
+    "list_or_dict_fixedvarname": _list_or_dict,
+    "self_or_cls": _first_param,
+    "dict_key_or_list_item": lambda p: {"{": ":", "[": ","}[_unclosed_bracket(p)],
 }
 BUILTIN = sorted(RIGHT_ANSWER)
 
 
 def test_the_builtins_are_registered():
     assert set(BUILTIN) <= set(list_tasks())
-    assert len(BUILTIN) >= 6
+    assert len(BUILTIN) >= 13
 
 
 @pytest.mark.parametrize("name", BUILTIN)
@@ -120,7 +145,8 @@ def test_builtin_max_len_holds_with_the_longest_words(name, monkeypatch):
     # fit the task's max_len (examples() raises otherwise).
     longest = tasks.Vocabulary(names=tuple(f"n{i:02d}" + "x" * 7 for i in range(40)),
                                short_names=tuple(f"s{i:02d}xx" for i in range(40)),
-                               strings=tuple(f"t{i:02d}" + "y" * 9 for i in range(40)))
+                               strings=tuple(f"t{i:02d}" + "y" * 9 for i in range(40)),
+                               modules=tuple(f"m{i:02d}" + "z" * 7 for i in range(40)))
     monkeypatch.setattr(tasks, "vocabulary", lambda: longest)
     task = get_task(name)
     for split in tasks.SPLITS:
