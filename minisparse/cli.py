@@ -54,6 +54,35 @@ def _prune(args) -> None:
         print(f"circuit drawn to {args.plot}")
 
 
+def _reproduce(args) -> None:
+    from .reproduce import Experiment, Reproduction
+
+    backend, why = resolve_backend(args.backend)
+    print(f"{why}.", file=sys.stderr)
+    experiment = Experiment(preset=args.preset, seeds=tuple(args.seeds), tasks=tuple(args.task or ()),
+                            task_files=tuple(args.tasks_from), densities=tuple(args.densities),
+                            prune_seeds=args.prune_seeds, backend=backend)
+    Reproduction(experiment, args.out, jobs=args.jobs, progress=not args.no_progress).run(reuse=args.reuse)
+
+
+def _explain(args) -> None:
+    from .checkpoint import load
+    from .circuits import Circuit
+    from .circuits.explain import explain, explanations_markdown
+    from .tasks import get_task
+
+    circuit = Circuit.from_json(args.circuit)
+    model = load(args.checkpoint, backend=resolve_backend(args.backend)[0])
+    explanations = explain(model, circuit, get_task(circuit.task), n_contexts=args.contexts)
+    print(f"{circuit.task}: {circuit.n_nodes} nodes, {circuit.n_edges} edges; per node: top-activating contexts on "
+          "validation text (⟦the byte it fires on⟧), and the task loss lost when it alone is ablated")
+    for e in explanations:
+        print(e.summary())
+    if args.markdown:
+        Path(args.markdown).write_text(explanations_markdown(explanations, args.contexts) + "\n")
+        print(f"table written to {args.markdown}")
+
+
 def _tour(args) -> None:
     from .tour import tour
 
@@ -62,6 +91,8 @@ def _tour(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minisparse", description="Weight-sparse transformers you can read.")
+    parser.add_argument("--tasks-from", metavar="FILE.py", action="append", default=[],
+                        help="a Python file that registers your own tasks (minisparse.tasks.register); repeatable")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a weight-sparse GPT on the Python standard library")
@@ -104,6 +135,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="numpy", choices=BACKENDS)
     p.set_defaults(run=_prune)
 
+    p = sub.add_parser("reproduce", help="the paper's experiment in miniature: train dense and sparse models, prune "
+                       "every task, compare circuit sizes at matched loss (resumable)")
+    p.add_argument("--out", default="runs/reproduce", help="where models, circuits and the report go")
+    p.add_argument("--preset", default="reproduce", choices=sorted(PRESETS))
+    p.add_argument("--densities", type=float, nargs="+", default=[1.0, 1 / 4, 1 / 16, 1 / 64])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                   help="training seeds; seeds after the first train only dense and 1/16")
+    p.add_argument("--task", action="append", help="a task to prune (repeatable; default: every registered task)")
+    p.add_argument("--prune-seeds", type=int, default=3, help="pruning seeds per circuit for the stability score")
+    p.add_argument("--reuse", action="store_true", help="use the models already trained in --out; train none")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes, one BLAS thread each (2 on a 2-core CPU)")
+    p.add_argument("--backend", default="auto", choices=BACKENDS)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(run=_reproduce)
+
+    p = sub.add_parser("explain", help="read a circuit node by node: top-activating contexts, single-node ablations")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--circuit", required=True, help="a circuit JSON written by `minisparse prune --json`")
+    p.add_argument("--contexts", type=int, default=5, help="top-activating contexts per node")
+    p.add_argument("--markdown", help="also write the explanation as a Markdown table here")
+    p.add_argument("--backend", default="numpy", choices=BACKENDS)
+    p.set_defaults(run=_explain)
+
     p = sub.add_parser("tour", help="the whole story end to end: train, weight/activation/circuit sparsity, a drawing")
     p.add_argument("--out", default="runs/tour")
     p.add_argument("--checkpoint", help="tour an existing checkpoint instead of training one")
@@ -117,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        from .tasks import load_task_file
+        for path in args.tasks_from:
+            load_task_file(path)
         args.run(args)
     except KeyboardInterrupt as e:
         print(f"\n{e or 'interrupted'}", file=sys.stderr)

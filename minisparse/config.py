@@ -195,6 +195,7 @@ PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
         TrainConfig(steps=2500, batch_size=16, lr=2e-2, eval_every=500, eval_batches=16, checkpoint_every=250),
     ),
 }
+PRESETS["reproduce"] = PRESETS["small"]     # placeholder until the recipe sweep picks one
 
 
 def preset(name: str) -> tuple[ModelConfig, TrainConfig]:

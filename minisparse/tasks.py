@@ -183,13 +183,20 @@ def list_tasks() -> list[str]:
     return sorted(_REGISTRY)
 
 
+_LOADED_FILES: dict[str, list[str]] = {}     # resolved path -> the task names it registered
+
+
 def load_task_file(path) -> list[str]:
     """Run a Python file that defines tasks and `register`s them (what `--tasks-from` does on the command line); return
-    the names it registered. The file is ordinary Python, run like a script: pass only files you trust."""
+    the names it registered. A file is run once per process; loading it again returns the same names. The file is
+    ordinary Python, run like a script: pass only files you trust."""
     import runpy
     from pathlib import Path
 
     path = Path(path)
+    key = str(path.resolve())
+    if key in _LOADED_FILES and all(name in _REGISTRY for name in _LOADED_FILES[key]):
+        return _LOADED_FILES[key]
     if not path.is_file():
         raise FileNotFoundError(f"no task file at {path}; it should be a .py file that calls "
                                 "minisparse.tasks.register(Task(...))")
@@ -198,6 +205,7 @@ def load_task_file(path) -> list[str]:
     added = sorted(set(_REGISTRY) - before)
     if not added:
         raise ValueError(f"{path} registered no task; call minisparse.tasks.register(Task(...)) in it")
+    _LOADED_FILES[key] = added
     return added
 
 

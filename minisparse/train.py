@@ -94,16 +94,29 @@ def _validate(trainer, data: np.ndarray, model_cfg: ModelConfig, train_cfg: Trai
     return float(np.mean([trainer.eval_loss(x, y) for x, y in batches]))
 
 
-def _checkpoint(trainer, out: Path, model_cfg, train_cfg, step: int, fingerprint: str) -> None:
+def kept_checkpoint_file(step: int) -> str:
+    """The name under which `train(keep_checkpoints=True)` keeps the checkpoint of `step`."""
+    return f"model-{step:06d}.safetensors"
+
+
+def _checkpoint(trainer, out: Path, model_cfg, train_cfg, step: int, fingerprint: str, keep: bool) -> None:
     # Optimizer first, model last: the model file's step is what a resume trusts, and load_optimizer checks they agree.
+    # A kept copy is written before both, so a run killed in between re-writes it on resume rather than missing it.
+    params, meta = trainer.params_numpy(), {"corpus_fingerprint": fingerprint}
+    if keep:
+        write_checkpoint(model_cfg, params, out / kept_checkpoint_file(step), step=step, train_config=train_cfg,
+                         metadata=meta)
     save_optimizer(trainer.opt_state_numpy(), out / OPTIMIZER_FILE, step=step)
-    write_checkpoint(model_cfg, trainer.params_numpy(), out / MODEL_FILE, step=step, train_config=train_cfg,
-                     metadata={"corpus_fingerprint": fingerprint})
+    write_checkpoint(model_cfg, params, out / MODEL_FILE, step=step, train_config=train_cfg, metadata=meta)
 
 
 def train(model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir, *, backend: str = "numpy", resume: bool = False,
-          until: int | None = None, corpus=None, progress: bool = True) -> TrainResult:
-    """Train from scratch (or `resume` from `out_dir`) up to step `until` (default: all `train_cfg.steps`)."""
+          until: int | None = None, corpus=None, progress: bool = True, keep_checkpoints: bool = False) -> TrainResult:
+    """Train from scratch (or `resume` from `out_dir`) up to step `until` (default: all `train_cfg.steps`).
+
+    keep_checkpoints: also keep every periodic checkpoint as `model-<step>.safetensors` (weights only), e.g. to compare
+    a sparse model with the dense model at the point of training where their losses match.
+    """
     out = Path(out_dir)
     corpus = corpus if corpus is not None else load_corpus()
     until = train_cfg.steps if until is None else min(until, train_cfg.steps)
@@ -150,7 +163,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir, *, backend: s
                 if done % train_cfg.eval_every == 0 or done == until:
                     val = record["val_loss"] = _validate(trainer, corpus.val, model_cfg, train_cfg)
                 if main and (done % train_cfg.checkpoint_every == 0 or done == until):
-                    _checkpoint(trainer, out, model_cfg, train_cfg, done, corpus.fingerprint)
+                    _checkpoint(trainer, out, model_cfg, train_cfg, done, corpus.fingerprint, keep_checkpoints)
                 log.write(json.dumps(record) + "\n")
                 log.flush()  # so a plot or `tail -f` can follow the run
                 now = time.perf_counter()

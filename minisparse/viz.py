@@ -10,6 +10,7 @@ columns that read or write it (attn_in, attn_out, mlp_in, mlp_out), which is how
 
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
@@ -30,8 +31,8 @@ def _byte_label(t: int) -> str:
     return repr(chr(t)) if 32 <= t < 127 else f"0x{t:02x}"
 
 
-def _layout(circuit):
-    """{column: sorted channel list}, and a function (node name, role) -> column for the edges' ends."""
+def _layout(circuit, embeddings: bool = True):
+    """{column: sorted channel list}, and the edges' ends as ((column, channel), (column, channel), weight)."""
     columns: dict[str, set[int]] = {}
 
     def column_of(name: str, as_src: bool) -> tuple[str, int]:
@@ -49,6 +50,8 @@ def _layout(circuit):
         columns.setdefault(col, set()).add(i)
     ends = []
     for src, dst, w in circuit.edges:
+        if not embeddings and (src.startswith("tok") or dst.startswith("logit")):
+            continue
         a, b = column_of(src, True), column_of(dst, False)
         for col, i in (a, b):
             columns.setdefault(col, set()).add(i)
@@ -68,9 +71,13 @@ def _edge_path(p, q, n: int = 16) -> np.ndarray:
     return (1 - t) ** 2 * np.array(p) + 2 * t * (1 - t) * mid + t ** 2 * np.array(q)
 
 
-def draw_circuit(circuit, path=None, ax=None, *, title: str | None = None, max_labels_per_column: int = 80):
+def draw_circuit(circuit, path=None, ax=None, *, title: str | None = None, max_labels_per_column: int = 80,
+                 embeddings: bool = True):
     """Draw `circuit` (a minisparse.circuits.Circuit) on `ax`, or on a new figure sized to it; save it to `path` if
     given (PNG, SVG, PDF: by extension). Returns the matplotlib Figure.
+
+    embeddings=False leaves out the token → residual and residual → logit edges (often most of a sparse circuit's
+    edges, one per prompt byte and used channel), drawing the blocks' own wiring only; the title says how many.
 
     Nodes are labelled "L{l}.{site}[i]" ("tok[...]" with the byte, "logit[...]" with the answer), except in columns
     with more than `max_labels_per_column` nodes, where only the column header names them.
@@ -79,7 +86,7 @@ def draw_circuit(circuit, path=None, ax=None, *, title: str | None = None, max_l
     from matplotlib.collections import LineCollection
     from matplotlib.figure import Figure
 
-    columns, ends = _layout(circuit)
+    columns, ends = _layout(circuit, embeddings)
     n_layer = 1 + max([int(c[1:c.index(".")]) for c in columns if c.startswith("L")], default=0)
     order = [c for c in _column_order(n_layer) if c in columns]
     x_of = {c: float(i) for i, c in enumerate(order)}
@@ -149,7 +156,65 @@ def draw_circuit(circuit, path=None, ax=None, *, title: str | None = None, max_l
     n_nodes, n_edges = len(circuit.nodes), len(circuit.edges)
     head = title or (f"{circuit.task}: {n_nodes} nodes, {n_edges} edges, task loss {circuit.task_loss:.3f}"
                      + (f" ({answers[0]!r} vs {answers[1]!r})" if any(answers) else ""))
-    ax.set_title(head + "\nblue +, red −; width ∝ |w|; dotted: residual channel", fontsize=9, pad=48)
+    hidden = "" if embeddings else (f"; {n_edges - len(ends)} embedding/unembedding edges not drawn")
+    ax.set_title(head + "\nblue +, red −; width ∝ |w|; dotted: residual channel" + hidden, fontsize=9, pad=48)
+    if path is not None:
+        fig.savefig(path, dpi=150, bbox_inches="tight")
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The figures of `minisparse reproduce`
+
+
+def plot_frontier(points: list[dict], tasks: list[str], path=None):
+    """The paper's frontier in miniature: geometric-mean circuit edges (log) against validation loss, one point per
+    model (or checkpoint), one line per weight density. points: {"density", "val_bpb", "edges", "point"}."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.subplots()
+    densities = sorted({p["density"] for p in points}, key=lambda d: 1.0 if d == "dense" else 1 / float(d[2:]),
+                       reverse=True)
+    for i, d in enumerate(densities):
+        ps = sorted((p for p in points if p["density"] == d), key=lambda p: p["val_bpb"])
+        ax.plot([p["val_bpb"] for p in ps], [p["edges"] for p in ps], "o-", color=f"C{i}", label=f"density {d}")
+    ax.set_yscale("log")
+    ax.set_xlabel("validation loss (bits per byte)")
+    ax.set_ylabel("circuit edges (geometric mean over tasks)")
+    ax.set_title(f"Circuit size vs loss, {len(tasks)} tasks every model solves", fontsize=10)
+    ax.legend(fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    if path is not None:
+        fig.savefig(path, dpi=150, bbox_inches="tight")
+    return fig
+
+
+def plot_edges_per_task(comparisons: list[dict], path=None):
+    """Per task: dense circuit edges against sparse circuit edges, log-log, one marker per comparison
+    ({"per_task": {task: {"dense_edges", "sparse_edges"}}, "sparse", "dense"}); the diagonal is 'same size'."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 5.2))
+    ax = fig.subplots()
+    tasks = sorted({t for c in comparisons for t in c["per_task"]})
+    markers = "osD^v<>phX*"
+    lo, hi = math.inf, 1.0
+    for i, task in enumerate(tasks):
+        xs = [c["per_task"][task]["sparse_edges"] for c in comparisons if task in c["per_task"]]
+        ys = [c["per_task"][task]["dense_edges"] for c in comparisons if task in c["per_task"]]
+        ax.scatter(xs, ys, marker=markers[i % len(markers)], color=f"C{i % 10}", label=task, s=36)
+        lo, hi = min(lo, *xs, *ys), max(hi, *xs, *ys)
+    lo = max(1.0, lo)
+    ax.plot([lo, hi], [lo, hi], color="#888888", lw=1, ls="--", label="same size")
+    ax.plot([lo, hi / 10], [lo * 10, hi], color="#888888", lw=1, ls=":", label="10× more dense edges")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("sparse circuit edges")
+    ax.set_ylabel("dense circuit edges (matched loss)")
+    ax.set_title("Each task's circuit, dense vs weight-sparse", fontsize=10)
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3, which="both")
     if path is not None:
         fig.savefig(path, dpi=150, bbox_inches="tight")
     return fig

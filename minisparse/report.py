@@ -1,0 +1,137 @@
+"""The report of `minisparse reproduce`: results.md, the figures, and the best sparse circuit read node by node.
+
+Everything here reads the results dictionary (`minisparse.reproduce.summarise`, saved as results.json), so a report
+can be rewritten from a finished experiment without recomputing anything but the best circuit's explanation.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .circuits.scorecard import CHANCE, verdict
+
+BITS = 1 / math.log(2)     # nats -> bits
+
+
+def geomean(xs) -> float:
+    """Geometric mean (of edge counts and ratios; a count of 0 counts as 1); NaN for no values."""
+    xs = np.asarray(list(xs), dtype=float)
+    return float(np.exp(np.mean(np.log(np.maximum(xs, 1e-12))))) if xs.size else math.nan
+
+
+def density_of(point: str) -> str:
+    """"1in16-s0@3000" -> "1/16"; "dense-s2@500" -> "dense"."""
+    run = point.split("@")[0].rsplit("-s", 1)[0]
+    return "dense" if run == "dense" else "1/" + run[3:]
+
+
+def frontier(results: dict) -> tuple[list[str], list[dict]]:
+    """The frontier's tasks — those every pruned point solves with a circuit that reached its target — and its points:
+    {point, density, val_bpb, edges (geometric mean over those tasks)}."""
+    solved, cards = results["experiment"]["solved"], results["circuits"]
+    ok = [{t for t, c in by_task.items() if c["full_loss"] <= solved and c["circuit"]["reached_target"]}
+          for by_task in cards.values()]
+    tasks = sorted(set.intersection(*ok)) if ok else []
+    points = [{"point": p, "density": density_of(p), "val_bpb": results["evaluations"][p]["val_loss"] * BITS,
+               "edges": geomean(max(1, cards[p][t]["circuit"]["n_edges"]) for t in tasks)}
+              for p in cards] if tasks else []
+    return tasks, points
+
+
+def results_markdown(results: dict) -> str:
+    """results.md: the headline, the models and the tasks they solve, every circuit's scorecard, the comparisons."""
+    ev, cards, solved = results["evaluations"], results["circuits"], results["experiment"]["solved"]
+    tasks = list(next(iter(cards.values())))
+    head = results["headline"]
+    lines = ["# minisparse reproduce", ""]
+    if head["ratios"]:
+        lines += [f"**Headline:** at matched validation loss, the dense model's circuits have **{head['geomean']:.1f}×** "
+                  f"the edges of the 1/{round(1 / head['density'])}-dense model's (geometric mean over the tasks both "
+                  f"solve; over {len(head['ratios'])} training seed(s): {head['min']:.1f}–{head['max']:.1f}×, on "
+                  f"{'/'.join(map(str, head['n_tasks']))} tasks).", ""]
+    else:
+        lines += ["**Headline:** no task is solved by both a sparse model of the headline density and its matched dense "
+                  "checkpoint with a circuit that passes the scorecard; see the tables below for why.", ""]
+    lines += ["## Models and the tasks they solve", "",
+              f"Full-model task loss on held-out prompts (nats; solved when ≤ {solved}; chance is {CHANCE:.3f}).", "",
+              "| point | val bits/byte | solved | " + " | ".join(tasks) + " |", "|---|---|---|" + "---|" * len(tasks)]
+    for point in cards:
+        losses = ev[point]["task_loss"]
+        lines.append(f"| {point} | {ev[point]['val_loss'] * BITS:.3f} | {sum(losses[t] <= solved for t in tasks)} | "
+                     + " | ".join(f"{losses[t]:.2f}" for t in tasks) + " |")
+    lines += ["", "## Every circuit and its scorecard", "",
+              "Mean ablation, pruning seed 0. suff./nec.: held-out task loss of the circuit alone / of the model with "
+              "only the circuit ablated. Controls: held-out loss of the circuit pruned from a random model of the same "
+              "sparsity / for shuffled labels. Zero abl.: edges / held-out loss with zero instead of mean ablation. "
+              "Jaccard: mean node overlap between pruning seeds. (✗): pruning target not reached.", "",
+              "| point | task | nodes | edges | suff. | nec. | random ctl | shuffled ctl | zero abl. | Jaccard | verdict |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for point, by_task in cards.items():
+        for t, card in by_task.items():
+            c = card["circuit"]
+            controls = c.get("controls") or {}
+            ctl = [f"{controls[n]['sufficiency']:.2f}" if n in controls else "—"
+                   for n in ("random_model", "shuffled_labels")]
+            zero = card.get("zero_ablation")
+            real, why = verdict(card["full_loss"], c, solved)
+            lines.append(f"| {point} | {t} | {c['n_nodes']} | {c['n_edges']}{'' if c['reached_target'] else ' (✗)'} "
+                         f"| {c['sufficiency']:.2f} | {c['necessity']:.2f} | {ctl[0]} | {ctl[1]} | "
+                         + (f"{zero['n_edges']} / {zero['sufficiency']:.2f}" if zero else "—") + " | "
+                         + (f"{card['stability']:.2f}" if "stability" in card else "—") + f" | {'**real**' if real else why} |")
+    lines += ["", "## Dense vs sparse circuits", "",
+              "Each sparse model against the dense checkpoint of the same seed whose validation loss is closest "
+              "(matched) and against the final dense model. Ratio: geometric mean over the counted tasks of dense "
+              "edges / sparse edges.", "",
+              "| sparse run | val bits/byte | compared with | its val bits/byte | tasks counted | ratio | not counted |",
+              "|---|---|---|---|---|---|---|"]
+    for c in results["comparisons"]:
+        for kind in ("matched", "final"):
+            if kind in c:
+                m = c[kind]
+                ratio = f"**{m['ratio']:.1f}×**" if m["tasks"] else "—"
+                excluded = "; ".join(f"{t}: {why}" for t, why in m["excluded"].items()) or "—"
+                lines.append(f"| {c['run']} | {c['val_loss'] * BITS:.3f} | {kind} dense `{m['dense']}` | "
+                             f"{m['dense_val_loss'] * BITS:.3f} | {len(m['tasks'])} | {ratio} | {excluded} |")
+    return "\n".join(lines) + "\n"
+
+
+def best_sparse_circuit(results: dict) -> tuple[str, str] | None:
+    """(point, task) of the smallest real circuit of a headline-density model, among the tasks its headline
+    comparison counts; None if there is none."""
+    best = None
+    for c in results["comparisons"]:
+        if c["density"] == results["headline"]["density"] and "matched" in c:
+            for t, numbers in c["matched"]["per_task"].items():
+                if best is None or numbers["sparse_edges"] < best[0]:
+                    best = (numbers["sparse_edges"], c["matched"]["sparse"], t)
+    return None if best is None else best[1:]
+
+
+def write_report(results: dict, out, *, load_model, task, circuit_file) -> None:
+    """results.md, frontier.png, per_task.png, and circuit.png + explain.md for the best sparse circuit.
+    load_model(point) -> model; task(name) -> Task; circuit_file(point, task) -> the circuit's JSON file."""
+    from .circuits import Circuit
+    from .circuits.explain import explain, explanations_markdown
+    from .viz import draw_circuit, plot_edges_per_task, plot_frontier
+
+    out = Path(out)
+    text = results_markdown(results)
+    tasks, points = frontier(results)
+    if points:
+        plot_frontier(points, tasks, out / "frontier.png")
+    pairs = [c["matched"] for c in results["comparisons"] if "matched" in c and c["matched"]["tasks"]]
+    if pairs:
+        plot_edges_per_task(pairs, out / "per_task.png")
+    best = best_sparse_circuit(results)
+    if best is not None:
+        point, task_name = best
+        circuit = Circuit.from_json(circuit_file(point, task_name))
+        draw_circuit(circuit, out / "circuit.png", embeddings=False)
+        explanations = explain(load_model(point), circuit, task(task_name))
+        (out / "explain.md").write_text(f"# {task_name} on {point}: {circuit.n_nodes} nodes, {circuit.n_edges} edges\n\n"
+                                        + explanations_markdown(explanations) + "\n")
+        text += f"\nThe smallest real sparse circuit: `{task_name}` on `{point}` (circuit.png, explain.md).\n"
+    (out / "results.md").write_text(text)

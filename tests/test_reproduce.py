@@ -1,0 +1,194 @@
+"""`minisparse reproduce` end to end on tiny models, matched-loss selection, resuming after a kill, user tasks, and
+reading a circuit node by node (`minisparse.circuits.explain`) on a model with a planted feature."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from minisparse import reproduce as rep
+from minisparse import tasks
+from minisparse.circuits import Circuit
+from minisparse.circuits.explain import explain, show_context, top_contexts
+from minisparse.circuits.scorecard import node_jaccard, verdict
+from minisparse.cli import main
+from minisparse.config import ModelConfig
+from minisparse.numpy import GPT
+from minisparse.params import init_params
+
+TASKS = ("single_double_quote", "while_return_true")
+
+
+def tiny_experiment(**kw) -> rep.Experiment:
+    # solved=10: every task counts as solved, so the whole scorecard runs even on models trained for seconds
+    return rep.Experiment(**{"preset": "tiny", "densities": (1.0, 0.25), "seeds": (0,), "headline_density": 0.25,
+                             "tasks": TASKS, "prune_seeds": 2, "prune_steps": 4, "solved": 10.0, **kw})
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reproduce")
+    results = rep.Reproduction(tiny_experiment(), out, progress=False, log=lambda *a: None).run()
+    return out, results
+
+
+def test_reproduce_end_to_end(finished):
+    out, results = finished
+    assert json.loads((out / "results.json").read_text())["headline"] == results["headline"]
+    finals = ["dense-s0@60", "1in4-s0@60"]
+    assert set(finals) <= set(results["circuits"])
+    for point in finals:
+        for t in TASKS:
+            card = results["circuits"][point][t]
+            assert set(card["circuit"]["controls"]) == {"random_model", "shuffled_labels"}
+            assert "zero_ablation" in card and len(card["seeds"]) == 1 and 0 <= card["stability"] <= 1
+            assert Circuit.from_json(out / "circuits" / point / f"{t}.circuit.json").n_edges == card["circuit"]["n_edges"]
+    # the sparse model's circuit edges are nonzero weights: never more than the dense model's count of every entry
+    # between the same nodes, and the comparison reports exactly the tasks it counts or excludes
+    (comparison,) = results["comparisons"]
+    for kind in ("matched", "final"):
+        m = comparison[kind]
+        assert sorted(m["tasks"] + list(m["excluded"])) == sorted(TASKS)
+        for t, numbers in m["per_task"].items():
+            assert numbers["ratio"] == numbers["dense_edges"] / max(1, numbers["sparse_edges"])
+    text = (out / "results.md").read_text()
+    for point in finals:
+        assert f"| {point} |" in text
+    # every kept checkpoint was evaluated, each with every task
+    assert {p.split("@")[1] for p in results["evaluations"]} == {"20", "40", "60"}
+    assert all(set(e["task_loss"]) == set(TASKS) for e in results["evaluations"].values())
+
+
+def test_matched_loss_picks_the_dense_checkpoint_closest_in_validation_loss(tmp_path):
+    experiment = tiny_experiment(seeds=(0, 1))
+    r = rep.Reproduction(experiment, tmp_path, progress=False)
+    evals = {"dense-s0@20": 3.0, "dense-s0@40": 2.5, "dense-s0@60": 2.0, "1in4-s0@60": 2.6,
+             "dense-s1@20": 2.9, "dense-s1@40": 2.7, "dense-s1@60": 2.55, "1in4-s1@60": 2.6}
+    matched = r.matched({p: {"val_loss": v} for p, v in evals.items()})
+    # seed 0: |2.5 - 2.6| is the smallest; seed 1 is matched only with seed 1's dense run, whatever seed 0 offers
+    assert matched == {"1in4-s0": "dense-s0@40", "1in4-s1": "dense-s1@60"}
+    assert rep.closest_loss(1.0, {"a": 0.5, "b": 1.5}) == "a"       # a tie goes to the earlier checkpoint
+
+
+def test_a_killed_reproduce_resumes_without_redoing_finished_work(tmp_path, monkeypatch):
+    experiment = tiny_experiment()
+    calls = {"prune": 0, "train": 0}
+    real_prune, real_train = rep.prune_job, rep.train_job
+
+    def dying_prune(*args):
+        if calls["prune"] == 2:
+            raise KeyboardInterrupt("killed")
+        calls["prune"] += 1
+        return real_prune(*args)
+
+    monkeypatch.setattr(rep, "prune_job", dying_prune)
+    with pytest.raises(KeyboardInterrupt):
+        rep.Reproduction(experiment, tmp_path, progress=False, log=lambda *a: None).run()
+    assert not (tmp_path / "results.json").exists()
+    done = sorted(p.relative_to(tmp_path) for p in (tmp_path / "circuits").rglob("*.json") if ".circuit" not in p.name)
+    assert len(done) == 2
+
+    def counting(name, real):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+        return wrapper
+
+    calls["prune"] = 0
+    monkeypatch.setattr(rep, "prune_job", counting("prune", real_prune))
+    monkeypatch.setattr(rep, "train_job", counting("train", real_train))
+    results = rep.Reproduction(experiment, tmp_path, progress=False, log=lambda *a: None).run()
+    n_jobs = sum(len(by_task) for by_task in results["circuits"].values())
+    assert calls == {"train": 0, "prune": n_jobs - 2}
+    # and a third run redoes nothing at all
+    calls.update(prune=0, train=0)
+    rep.Reproduction(experiment, tmp_path, progress=False, log=lambda *a: None).run()
+    assert calls == {"train": 0, "prune": 0}
+
+
+def test_a_user_defined_task_runs_through_reproduce_and_prune(finished, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(tasks, "_REGISTRY", dict(tasks._REGISTRY))
+    monkeypatch.setattr(tasks, "_LOADED_FILES", {})
+    task_file = tmp_path / "mytasks.py"
+    task_file.write_text(
+        "from minisparse.tasks import Task, fill, register\n"
+        "register(Task('is_or_eq', 'x is None vs x == 0', answers=('N', '0'),\n"
+        "              templates={'train': ['if {name} {op} '], 'test': ['while {name} {op} ']},\n"
+        "              make=lambda template, answer, rng: fill(template, rng, op=('is', '==')[answer]), max_len=24))\n")
+    out, _ = finished
+    checkpoint = out / "models" / "1in4-s0" / "model.safetensors"
+    assert main(["--tasks-from", str(task_file), "prune", "--task", "is_or_eq", "--checkpoint", str(checkpoint),
+                 "--steps", "3", "--no-controls", "--json", str(tmp_path / "c.json")]) == 0
+    assert Circuit.from_json(tmp_path / "c.json").task == "is_or_eq"
+    results = rep.Reproduction(tiny_experiment(tasks=("is_or_eq",), task_files=(str(task_file),)), out / "..",
+                               progress=False, log=lambda *a: None)
+    results.out = tmp_path / "rep"
+    (tmp_path / "rep").mkdir()
+    (tmp_path / "rep" / "models").symlink_to(out / "models")       # the trained models, reused
+    got = results.run(reuse=True)
+    assert set(got["circuits"]["1in4-s0@60"]) == {"is_or_eq"}
+
+
+def test_an_unknown_task_is_refused_before_anything_runs(tmp_path):
+    with pytest.raises(KeyError, match="no_such_task"):
+        tiny_experiment(tasks=("no_such_task",))
+    assert main(["reproduce", "--preset", "tiny", "--task", "no_such_task", "--out", str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x").exists()
+
+
+def test_reuse_refuses_when_models_are_missing(tmp_path):
+    with pytest.raises(FileNotFoundError, match="dense-s0"):
+        rep.Reproduction(tiny_experiment(), tmp_path, progress=False).run(reuse=True)
+
+
+def test_scorecard_verdict_and_stability():
+    circuit = {"reached_target": True, "sufficiency": 0.1, "necessity": 1.0,
+               "controls": {"random_model": {"sufficiency": 0.7}, "shuffled_labels": {"sufficiency": 0.9}}}
+    assert verdict(0.1, circuit) == (True, "real")
+    assert not verdict(0.5, circuit)[0]                                               # model cannot do the task
+    assert not verdict(0.1, {**circuit, "sufficiency": 0.4})[0]                       # does not generalise
+    assert not verdict(0.1, {**circuit, "necessity": 0.5})[0]                         # ablating it changes little
+    assert not verdict(0.1, {**circuit, "controls": {}})[0]                           # no controls, no verdict
+    fake = {"random_model": {"sufficiency": 0.7}, "shuffled_labels": {"sufficiency": 0.2}}
+    assert "shuffled_labels" in verdict(0.1, {**circuit, "controls": fake})[1]       # a control does as well
+    assert node_jaccard([{1, 2}, {1, 2}]) == 1.0
+    assert node_jaccard([{1, 2}, {2, 3}, {1, 2}]) == pytest.approx((1 / 3 + 1 + 1 / 3) / 3)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# explain: a planted feature
+
+
+def planted_model(channel: int, byte: str):
+    """A tiny model whose layer-0 residual channel `channel` is large for `byte` and exactly 0 for every other byte:
+    node L0.attn_in[channel] is a "`byte` detector" by construction."""
+    cfg = ModelConfig(vocab_size=256, n_ctx=32, d_model=32, n_layer=1, n_head=2, d_head=8, d_mlp=64)
+    params = init_params(cfg, 0, np.float64)
+    params["wte.weight"][:, channel] = 0.0
+    params["wte.weight"][ord(byte), channel] = 5.0
+    return GPT(cfg, params=params)
+
+
+def test_explain_finds_a_planted_feature():
+    model = planted_model(channel=3, byte="q")
+    period = "the quick brown fox jumps over. "          # 32 bytes, one 'q': every window of 32 bytes holds one
+    assert len(period) == 32 and period.count("q") == 1
+    text = np.frombuffer((period * 40).encode(), dtype=np.uint8)
+    circuit = Circuit(task="single_double_quote", nodes=["L0.attn_in[3]", "L0.attn_in[4]"], edges=[], task_loss=0.0,
+                      sufficiency=0.0, necessity=0.0, settings={"n_eval": 8, "ablation": "mean"})
+    explanations = explain(model, circuit, tasks.get_task("single_double_quote"), n_contexts=4, n_windows=8, data=text)
+    detector, other = explanations
+    assert detector.node == "L0.attn_in[3]" and len(detector.contexts) == 4
+    assert all(context.endswith("q") and act > 0 for context, act in detector.contexts)
+    assert detector.firing_rate == pytest.approx(1 / 32)
+    assert all(not context.endswith("q") for context, _ in other.contexts)      # a node that is not the detector
+    assert show_context("a\nq") == "…a⏎⟦q⟧"
+
+
+def test_top_contexts_of_a_node_that_never_fires():
+    model = planted_model(channel=3, byte="\x01")       # byte 1 never occurs in the text
+    text = np.frombuffer(b"abc " * 64, dtype=np.uint8)
+    contexts, rates = top_contexts(model, ["L0.attn_in[3]"], n_windows=4, data=text)
+    assert contexts["L0.attn_in[3]"] == [] and rates["L0.attn_in[3]"] == 0.0
