@@ -17,7 +17,6 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
-from .backend import backend_of
 from .config import ConfigError, ModelConfig
 from .params import param_shapes
 
@@ -27,15 +26,6 @@ FORMAT_VERSION = "1"
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, corrupt, or does not match what it claims to be."""
-
-
-def model_params(model) -> dict[str, np.ndarray]:
-    """The flat parameter dict of a NumPy or an MLX model, as NumPy arrays."""
-    if backend_of(model) == "numpy":
-        return model.params
-    if hasattr(model, "numpy_params"):
-        return model.numpy_params()
-    raise TypeError(f"expected a minisparse NumPy or MLX GPT, got {type(model).__name__}")
 
 
 def _write_atomic(tensors: dict[str, np.ndarray], path: Path, metadata: dict[str, str]) -> None:
@@ -50,7 +40,7 @@ def _write_atomic(tensors: dict[str, np.ndarray], path: Path, metadata: dict[str
 
 def save(model, path, *, step: int = 0, train_config=None, metadata: dict[str, str] | None = None) -> Path:
     """Write `model` (NumPy or MLX) to a safetensors checkpoint at `path`, atomically."""
-    return write_checkpoint(model.config, model_params(model), path, step=step, train_config=train_config,
+    return write_checkpoint(model.config, model.numpy_params(), path, step=step, train_config=train_config,
                             metadata=metadata)
 
 

@@ -174,9 +174,11 @@ def test_load_params_refuses_a_mismatch(change, match):
     (mx.array([[0.5]]), "must be an integer array"),
     (mx.array([[99]]), "outside"),
 ])
-def test_bad_token_ids_are_refused(idx, match):
-    with pytest.raises(ValueError, match=match):
-        GPT(small_config())(idx)
+def test_bad_token_ids_are_refused_as_the_numpy_model_refuses_them(idx, match):
+    model, twin = GPT(small_config()), NumpyGPT(small_config())
+    for call in (model, model.forward, model.site_activations, twin.forward, twin.site_activations):
+        with pytest.raises(ValueError, match=match):
+            call(idx)
 
 
 def test_bad_gates_are_refused():
@@ -227,12 +229,11 @@ def test_attention_sink_is_an_extra_softmax_logit():
     cfg = small_config(n_layer=1, attn_sink=True, afrac=1.0)
     model = GPT(cfg, params=tiny_params(cfg, seed=0))
     idx = np.arange(6)[None]
-    acts_lo, acts_hi = {}, {}
-    model(idx, activations=acts_lo)
+    acts_lo = model.site_activations(idx)
     model.blocks[0].attn.sink = mx.full((2,), 30.0)
-    model(idx, activations=acts_hi)
-    assert np.abs(np.array(acts_hi["L0.attn_out"]) - np.array(model.blocks[0].attn.o_proj.bias)).max() < 1e-6
-    assert np.abs(np.array(acts_lo["L0.attn_out"]) - np.array(model.blocks[0].attn.o_proj.bias)).max() > 1e-2
+    acts_hi = model.site_activations(idx)
+    assert np.abs(acts_hi["L0.attn_out"] - np.array(model.blocks[0].attn.o_proj.bias)).max() < 1e-6
+    assert np.abs(acts_lo["L0.attn_out"] - np.array(model.blocks[0].attn.o_proj.bias)).max() > 1e-2
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -260,12 +261,12 @@ def test_logits_loss_and_gradients_match_numpy(cfg, seed, batch, gate_share):
     gates_np = {k: (g.astype(np.float64), mu.astype(np.float64)) for k, (g, mu) in gates_np.items()}
 
     logits_np, cache = theirs.forward_cached(idx, gates_np)
-    acts = {}
-    logits_mx = np.array(ours(idx, gates=gates_mx, activations=acts))
+    logits_mx = np.array(ours(idx, gates=gates_mx))
     assert rel_max(logits_mx, logits_np) < LOGIT_TOL
-    assert set(acts) == set(cache["sites"])
+    acts = ours.site_activations(idx, gates_mx)
+    assert list(acts) == list(cache["sites"])
     for key, a in cache["sites"].items():                   # the same channels kept at every site
-        np.testing.assert_array_equal(np.array(acts[key]) != 0, a != 0, err_msg=key)
+        np.testing.assert_array_equal(acts[key] != 0, a != 0, err_msg=key)
 
     loss_np, grads_np, gate_grads_np = numpy_grads(theirs, idx, targets, gates_np)
     loss_mx, grads_mx, gate_grads_mx = mlx_grads(ours, idx, targets, gates_mx)
@@ -296,7 +297,6 @@ def test_a_wider_model_matches_numpy(afrac):
 
 def test_sites_are_the_design_sites():
     cfg = small_config()
-    acts = {}
-    GPT(cfg)(np.zeros((2, 5), np.int64), activations=acts)
+    acts = GPT(cfg).site_activations(np.zeros((2, 5), np.int64))
     assert list(acts) == list(site_sizes(cfg))
     assert all(acts[f"L0.{s}"].shape == (2, 5, site_sizes(cfg)[f"L0.{s}"]) for s in SITES)

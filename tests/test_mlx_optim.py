@@ -111,10 +111,9 @@ def test_one_step_matches_numpy(model_opts, train_opts, step):
 
 def kept_set_flips(trainer, theirs, x) -> dict[str, np.ndarray]:
     """{site: [B, T] bool} where the two backends' AbsTopK keep different channels on batch x (forward order)."""
-    acts = {}
-    trainer.model(x, activations=acts)
+    acts = trainer.model.site_activations(x)
     sites = theirs.forward_cached(x)[1]["sites"]
-    flips = {k: ((np.array(a) != 0) != (sites[k] != 0)).any(-1) for k, a in acts.items()}
+    flips = {k: ((a != 0) != (sites[k] != 0)).any(-1) for k, a in acts.items()}
     return {k: f for k, f in flips.items() if f.any()}
 
 

@@ -43,11 +43,34 @@ class GPT:
             self.dtype = _check_params(params, config, dtype)
 
     # ------------------------------------------------------------------------------------------------------------------
-    # public API
+    # the surface both backends share (DESIGN §6): the tools above the models never ask which backend they hold
 
-    def forward(self, idx) -> np.ndarray:
-        """[B, T] int -> [B, T, V] logits."""
-        return self.forward_cached(idx)[0]
+    backend = "numpy"
+
+    def forward(self, idx, gates: dict | None = None) -> np.ndarray:
+        """[B, T] int -> [B, T, V] logits; `gates` as in `forward_cached`."""
+        return self.forward_cached(idx, gates)[0]
+
+    def site_activations(self, idx, gates: dict | None = None) -> dict[str, np.ndarray]:
+        """{"L{l}.{site}": [B, T, n]} every site's activation after its AbsTopK (and before its gate), in forward
+        order."""
+        return self.forward_cached(idx, gates)[1]["sites"]
+
+    def loss_and_gate_grads(self, idx, gates: dict, loss_fn) -> tuple[float, dict[str, np.ndarray]]:
+        """A loss of the logits and its gradient with respect to every gate: (loss, {"L{l}.{site}": [n] dL/dg}).
+
+        `loss_fn(logits) -> (loss, dL/dlogits)` takes and gives NumPy arrays [B, T, V] (circuit pruning's task loss).
+        """
+        logits, cache = self.forward_cached(idx, gates)
+        loss, dlogits = loss_fn(logits)
+        return loss, self.backward(dlogits, cache)[1]
+
+    def numpy_params(self) -> dict[str, np.ndarray]:
+        """The parameters under their DESIGN §2 names: `self.params` itself, not a copy."""
+        return self.params
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # training, and the forward/backward pair underneath everything
 
     def loss_and_grads(self, idx, targets) -> tuple[float, dict[str, np.ndarray]]:
         """Mean next-token cross-entropy of `targets` [B, T] given `idx` [B, T], and its gradient for every parameter."""
