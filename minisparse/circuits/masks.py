@@ -39,7 +39,7 @@ def init_tau(sizes: dict[str, int], seed: int = 0) -> dict[str, np.ndarray]:
             for key, n in sizes.items()}
 
 
-def step(tau: np.ndarray) -> np.ndarray:
+def heaviside(tau: np.ndarray) -> np.ndarray:
     """H(τ): [n] -> [n] float64, 1 where τ ≥ 0 (kept), 0 where τ < 0 (ablated). τ = 0 counts as kept, so that
     "every τ ≥ 0" means "nothing ablated"."""
     return (np.asarray(tau) >= 0).astype(np.float64)

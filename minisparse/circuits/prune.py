@@ -30,7 +30,7 @@ from minisparse.params import site_sizes
 
 from .circuit import Circuit
 from .edges import circuit_edges
-from .masks import (SURROGATE_TEMPERATURE, gates_from_mask, init_tau, keep_top, mean_ablation, node_names, step,
+from .masks import (SURROGATE_TEMPERATURE, gates_from_mask, heaviside, init_tau, keep_top, mean_ablation, node_names,
                     surrogate_grad, tau_grads, zero_ablation)
 
 
@@ -134,7 +134,7 @@ def optimise_tau(model, data: TaskData, means: dict[str, np.ndarray], *, k_coef:
     v = {key: np.zeros_like(t) for key, t in tau.items()}
     history = []
     for t in range(1, steps + 1):
-        mask = {key: step(x) for key, x in tau.items()}
+        mask = {key: heaviside(x) for key, x in tau.items()}
         loss, gate_grads = task_loss_and_gate_grads(model, data, gates_from_mask(mask, means))
         grads = tau_grads(gate_grads, tau, temperature)
         for key in tau:
@@ -178,7 +178,7 @@ def prune(model, task, *, k_coef: float = 1e-3, steps: int = 100, lr: float = 0.
         return losses[k]
 
     n_total = sum(t.size for t in tau.values())
-    n_chosen = int(sum(step(t).sum() for t in tau.values()))      # the optimiser's own circuit: τ ≥ 0
+    n_chosen = int(sum(heaviside(t).sum() for t in tau.values()))      # the optimiser's own circuit: τ ≥ 0
     # Bisect below the optimiser's circuit first: it was fitted to the task and may beat the whole model (whose loss
     # need not be ≤ target); only if it misses the target, widen to every node.
     k = bisect_min_k(loss_of_k, 0, n_chosen, target_loss)
