@@ -24,19 +24,19 @@ from mlx.utils import tree_unflatten  # noqa: E402
 from minisparse import checkpoint  # noqa: E402
 from minisparse.config import TrainConfig  # noqa: E402
 from minisparse.mlx import GPT as MLXGPT  # noqa: E402
-from minisparse.mlx import MLXTrainer, SparseAdam, project_topk  # noqa: E402
+from minisparse.mlx import MLXTrainer, SparseAdam, project_matrix  # noqa: E402
 from minisparse.mlx import abstopk as mlx_abstopk  # noqa: E402
 from minisparse.numpy import GPT  # noqa: E402
 from minisparse.optim import init_state, optimizer_step  # noqa: E402
 from minisparse.params import param_shapes  # noqa: E402
-from minisparse.sparsity import abstopk, density_at, is_sparsified, k_at, min_axis, project_topk as np_project_topk  # noqa: E402
+from minisparse.sparsity import abstopk, density_at, is_sparsified, k_at, min_axis, project_topk  # noqa: E402
 from minisparse.sparsity import topk_mask  # noqa: E402
 
 
 def mlx_project(w: np.ndarray, k: int, j: int) -> np.ndarray:
     """The MLX projection of a matrix whose neurons are its rows, asked for the same k and j as `topk_mask`."""
     jj = min(j, w.shape[1])
-    return np.array(project_topk(mx.array(w), mx.array(min(k, w.size) - w.shape[0] * jj), jj))
+    return np.array(project_matrix(mx.array(w), mx.array(min(k, w.size) - w.shape[0] * jj), jj))
 
 
 @st.composite
@@ -182,7 +182,7 @@ def test_every_step_of_an_mlx_training_run_obeys_the_schedule(model_cfg, data):
 def test_checkpoint_keeps_the_zero_pattern_across_backends(model_cfg, density, j, seed):
     """A projected model saved by either backend loads in either backend with every weight bitwise, zeros included."""
     numpy_model = GPT(model_cfg, seed=seed)
-    np_project_topk(numpy_model.params, {n: density for n in numpy_model.params if is_sparsified(n)}, j)
+    project_topk(numpy_model.params, {n: density for n in numpy_model.params if is_sparsified(n)}, j)
     want = numpy_model.params
     mlx_model = MLXGPT(model_cfg, params=want)
     with tempfile.TemporaryDirectory() as tmp:

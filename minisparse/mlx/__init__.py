@@ -5,6 +5,6 @@ On Linux the `mlx[cpu]` wheel runs on the CPU with a slow bundled BLAS (a few GF
 """
 
 from .model import GPT, abstopk, gelu
-from .optim import MLXTrainer, SparseAdam, project_topk
+from .optim import MLXTrainer, SparseAdam, project_matrix
 
-__all__ = ["GPT", "MLXTrainer", "SparseAdam", "abstopk", "gelu", "project_topk"]
+__all__ = ["GPT", "MLXTrainer", "SparseAdam", "abstopk", "gelu", "project_matrix"]

@@ -24,8 +24,8 @@ from ..sparsity import forced_count, k_at, min_axis
 from .model import GPT, as_mx
 
 
-def project_topk(w: mx.array, need: mx.array, j: int) -> mx.array:
-    """Zero all but the kept entries of `w`, whose units (neurons, tokens) are its rows.
+def project_matrix(w: mx.array, need: mx.array, j: int) -> mx.array:
+    """The top-k projection of one matrix: zero all but the kept entries of `w`, whose units (neurons, tokens) are rows.
 
     Each row keeps its top `j` |w| (the minimum per neuron); then the `need` largest |w| among the other entries
     are kept too: `rows·j + max(need, 0)` entries in all, as in `minisparse.sparsity.topk_mask`. `need` is an array so
@@ -105,7 +105,7 @@ class SparseAdam:
             v_all[name] = mx.where(ok, v, v_all[name])
         for i, (name, axis, _) in enumerate(self.sparse):
             w = new_w[name] if axis == 0 else new_w[name].T        # units as rows
-            w = project_topk(w, needs[i], min(cfg.min_per_neuron, w.shape[1])) * decay
+            w = project_matrix(w, needs[i], min(cfg.min_per_neuron, w.shape[1])) * decay
             new_w[name] = w if axis == 0 else w.T
         model.update(tree_unflatten([(n, mx.where(ok, new_w[n], w_flat[n])) for n in self.shapes]))
         return finite
