@@ -52,7 +52,7 @@ def time_steps(backend: str, cfg: ModelConfig, tcfg: TrainConfig, first_step: in
 def numpy_projection_seconds(cfg: ModelConfig, tcfg: TrainConfig, step: int, repeats: int = 5) -> float:
     """Median seconds of the NumPy top-k projection of every sparsified matrix (random dense weights)."""
     trainer = make_trainer("numpy", cfg, tcfg)
-    params = trainer.params_numpy()
+    params = trainer.numpy_params()
     densities = densities_at(step, params, tcfg)
     times = []
     for _ in range(repeats):

@@ -55,10 +55,10 @@ class NumpyTrainer:
     def eval_loss(self, x: np.ndarray, y: np.ndarray) -> float:
         return cross_entropy(self.model.forward(x), y)
 
-    def params_numpy(self) -> dict[str, np.ndarray]:
+    def numpy_params(self) -> dict[str, np.ndarray]:
         return self.model.params
 
-    def opt_state_numpy(self) -> dict:
+    def numpy_opt_state(self) -> dict:
         return self.state
 
 
@@ -96,8 +96,8 @@ def _validate(trainer, data: np.ndarray, model_cfg: ModelConfig, train_cfg: Trai
 
 def _checkpoint(trainer, out: Path, model_cfg, train_cfg, step: int, fingerprint: str) -> None:
     # Optimizer first, model last: the model file's step is what a resume trusts, and load_optimizer checks they agree.
-    save_optimizer(trainer.opt_state_numpy(), out / OPTIMIZER_FILE, step=step)
-    write_checkpoint(model_cfg, trainer.params_numpy(), out / MODEL_FILE, step=step, train_config=train_cfg,
+    save_optimizer(trainer.numpy_opt_state(), out / OPTIMIZER_FILE, step=step)
+    write_checkpoint(model_cfg, trainer.numpy_params(), out / MODEL_FILE, step=step, train_config=train_cfg,
                      metadata={"corpus_fingerprint": fingerprint})
 
 

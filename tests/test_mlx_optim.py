@@ -88,7 +88,7 @@ def test_one_step_matches_numpy(model_opts, train_opts, step):
     optimizer_step(theirs.params, grads, state, step, tcfg)
 
     assert abs(loss_mx - loss_np) <= 1e-5 * loss_np
-    ours, moments = trainer.params_numpy(), trainer.opt_state_numpy()
+    ours, moments = trainer.numpy_params(), trainer.numpy_opt_state()
     for name, w in theirs.params.items():
         if is_sparsified(name):
             np.testing.assert_array_equal(ours[name] != 0, w != 0, err_msg=f"nonzero positions of {name}")
@@ -157,7 +157,7 @@ def test_200_lockstep_training_steps_follow_numpy():
         loss, grads = theirs.loss_and_grads(x, y)
         optimizer_step(theirs.params, grads, state, step, tcfg)
         losses_np.append(loss)
-        ours = trainer.params_numpy()
+        ours = trainer.numpy_params()
         moved = moved_masks(ours, theirs.params)
         if moved and not flips:
             assert_projection_near_tie(ours, theirs.params, moved, step, atol=weight_atol(step, tcfg))
@@ -184,7 +184,7 @@ def test_free_running_training_agrees_until_its_first_near_tie():
         loss_mx = trainer.step(x, y, step)
         loss, grads = theirs.loss_and_grads(x, y)
         optimizer_step(theirs.params, grads, state, step, tcfg)
-        ours = trainer.params_numpy()
+        ours = trainer.numpy_params()
         moved = moved_masks(ours, theirs.params)
         if moved:
             assert_projection_near_tie(ours, theirs.params, moved, step, atol=1e-5)
@@ -215,7 +215,7 @@ def test_training_resumes_across_backends():
         losses.append(loss)
     trainer = MLXTrainer(GPT(cfg, params=model.params), tcfg, state=state)
     losses += [trainer.step(x, y, step) for step, (x, y) in batches[3:6]]
-    model, state = NumpyGPT(cfg, params=trainer.params_numpy()), trainer.opt_state_numpy()
+    model, state = NumpyGPT(cfg, params=trainer.numpy_params()), trainer.numpy_opt_state()
     for step, (x, y) in batches[6:]:
         loss, grads = model.loss_and_grads(x, y)
         optimizer_step(model.params, grads, state, step, tcfg)
@@ -241,13 +241,13 @@ def tiny_trainer_after_one_step(batch: int):
 
 def test_a_non_finite_gradient_raises_and_changes_nothing():
     trainer, x, y = tiny_trainer_after_one_step(batch=4)
-    params = trainer.params_numpy()
+    params = trainer.numpy_params()
     params["blocks.1.mlp.up_proj.bias"][0] = np.inf                      # inf·0 and inf−inf downstream: NaN gradients
     trainer.model.load_params(params)
-    moments = trainer.opt_state_numpy()
+    moments = trainer.numpy_opt_state()
     with pytest.raises(FloatingPointError, match=r"non-finite gradient in \[.*'wte.weight'.*\] at step 1"):
         trainer.step(x, y, 1)
-    after, moments_after = trainer.params_numpy(), trainer.opt_state_numpy()
+    after, moments_after = trainer.numpy_params(), trainer.numpy_opt_state()
     for name in params:
         np.testing.assert_array_equal(after[name], params[name], err_msg=name)
         for k in ("m", "v"):
@@ -271,12 +271,12 @@ def test_the_step_is_traced_once_while_lr_and_k_change(monkeypatch):
 
 def test_opt_state_round_trips_and_refuses_a_mismatch():
     trainer, _, _ = tiny_trainer_after_one_step(batch=2)
-    state = trainer.opt_state_numpy()
-    assert set(state) == {"m", "v"} and list(state["m"]) == list(init_state(trainer.params_numpy())["m"])
+    state = trainer.numpy_opt_state()
+    assert set(state) == {"m", "v"} and list(state["m"]) == list(init_state(trainer.numpy_params())["m"])
     other = MLXTrainer(GPT(trainer.model.config, seed=0), trainer.cfg, state=state)
     for k in ("m", "v"):
         for name, a in state[k].items():
-            np.testing.assert_array_equal(other.opt_state_numpy()[k][name], a)
+            np.testing.assert_array_equal(other.numpy_opt_state()[k][name], a)
     state["v"].pop("lm_head.weight")
     with pytest.raises(ValueError, match=r"'v' does not match the model: missing \['lm_head.weight'\]"):
         other.load_opt_state(state)

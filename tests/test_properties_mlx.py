@@ -169,7 +169,7 @@ def test_every_step_of_an_mlx_training_run_obeys_the_schedule(model_cfg, data):
     for step in range(n_steps):
         idx = rng.integers(0, model_cfg.vocab_size, size=(B, T + 1))
         assert math.isfinite(trainer.step(idx[:, :-1], idx[:, 1:], step))
-        for name, w in trainer.params_numpy().items():
+        for name, w in trainer.numpy_params().items():
             if is_sparsified(name):
                 assert np.count_nonzero(w) <= allowed_nonzeros(name, w.shape, step, cfg), (name, step)
 

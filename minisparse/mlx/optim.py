@@ -166,10 +166,10 @@ class MLXTrainer:
 
     # --- state in and out, for checkpoints and for resuming in either backend ------------------------------------
 
-    def params_numpy(self) -> dict[str, np.ndarray]:
+    def numpy_params(self) -> dict[str, np.ndarray]:
         return self.model.numpy_params()
 
-    def opt_state_numpy(self) -> dict[str, dict[str, np.ndarray]]:
+    def numpy_opt_state(self) -> dict[str, dict[str, np.ndarray]]:
         """Adam's moments as NumPy arrays, {"m": {name: ...}, "v": {name: ...}} (as `minisparse.optim.init_state`)."""
         return {k: {n: np.array(a) for n, a in self.optimizer.state[k].items()} for k in ("m", "v")}
 
