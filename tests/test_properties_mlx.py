@@ -111,8 +111,7 @@ def test_mlx_step_matches_the_numpy_step_and_the_schedule(setup):
     model_cfg, params, grads, step, cfg = setup
     model = MLXGPT(model_cfg, params=params)
     opt = SparseAdam(cfg, param_shapes(model_cfg))
-    hyper, needs = opt.schedule(step)
-    opt.update(model, as_tree(grads), hyper, needs)
+    opt.update(model, as_tree(grads), opt.schedule(step))
     mx.eval(model.parameters(), opt.state)
     got = model.numpy_params()
 
@@ -135,13 +134,13 @@ def test_mlx_step_with_a_non_finite_gradient_changes_nothing(setup, data, bad):
     model_cfg, params, grads, step, cfg = setup
     model = MLXGPT(model_cfg, params=params)
     opt = SparseAdam(cfg, param_shapes(model_cfg))
-    opt.update(model, as_tree(grads), *opt.schedule(0))  # a non-trivial state first
+    opt.update(model, as_tree(grads), opt.schedule(0))  # a non-trivial state first
     mx.eval(model.parameters(), opt.state)
     name = data.draw(st.sampled_from(sorted(grads)))
     grads[name].flat[data.draw(st.integers(0, grads[name].size - 1))] = bad
     before_w = model.numpy_params()
     before_s = {k: {n: np.array(a) for n, a in opt.state[k].items()} for k in ("m", "v")}
-    finite = opt.update(model, as_tree(grads), *opt.schedule(step))
+    finite = opt.update(model, as_tree(grads), opt.schedule(step))
     mx.eval(finite, model.parameters(), opt.state)
     assert [n for n, f in zip(opt.shapes, np.array(finite)) if not f] == [name]
     for n, w in model.numpy_params().items():

@@ -8,9 +8,10 @@ import pytest
 
 from minisparse.checkpoint import read_checkpoint
 from minisparse.config import ModelConfig, TrainConfig
+from minisparse.numpy import NumpyTrainer
 from minisparse.optim import densities_at
 from minisparse.sparsity import k_at, min_axis
-from minisparse.train import MODEL_FILE, NumpyTrainer, TrainingDiverged, make_trainer, train
+from minisparse.train import MODEL_FILE, TrainingDiverged, make_trainer, train
 
 CFG = ModelConfig(vocab_size=256, n_ctx=16, d_model=16, n_layer=2, n_head=2, d_head=8, d_mlp=32)
 TCFG = TrainConfig(steps=12, batch_size=4, lr=1e-2, weight_density=0.25, eval_every=6, eval_batches=2,

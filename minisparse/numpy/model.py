@@ -72,8 +72,18 @@ class GPT:
     # ------------------------------------------------------------------------------------------------------------------
     # training, and the forward/backward pair underneath everything
 
+    def loss(self, idx, targets) -> float:
+        """Mean next-token cross-entropy of `targets` [B, T] given `idx` [B, T]."""
+        return self._loss_cached(idx, targets)[0]
+
     def loss_and_grads(self, idx, targets) -> tuple[float, dict[str, np.ndarray]]:
         """Mean next-token cross-entropy of `targets` [B, T] given `idx` [B, T], and its gradient for every parameter."""
+        loss, logits_shape, ce_cache, cache = self._loss_cached(idx, targets)
+        dlogits = cross_entropy_backward(1.0, ce_cache).reshape(logits_shape)
+        grads, _ = self.backward(dlogits, cache)
+        return loss, grads
+
+    def _loss_cached(self, idx, targets):
         idx = self.config.check_tokens(idx)
         targets = self.config.check_tokens(targets, what="targets")
         if targets.shape != idx.shape:
@@ -82,9 +92,7 @@ class GPT:
         logits, cache = self.forward_cached(idx)
         B, T, V = logits.shape
         loss, ce_cache = cross_entropy_forward(logits.reshape(B * T, V), targets.reshape(B * T))
-        dlogits = cross_entropy_backward(1.0, ce_cache).reshape(B, T, V)
-        grads, _ = self.backward(dlogits, cache)
-        return loss, grads
+        return loss, logits.shape, ce_cache, cache
 
     def forward_cached(self, idx, gates: dict | None = None) -> tuple[np.ndarray, dict]:
         """[B, T] int -> ([B, T, V] logits, cache).
