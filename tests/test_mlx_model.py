@@ -16,8 +16,6 @@ agree to the tolerances below with no exceptions.
 
 from __future__ import annotations
 
-from unittest import mock
-
 import numpy as np
 import pytest
 
@@ -27,13 +25,13 @@ from hypothesis import assume, given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from mlx.utils import tree_flatten  # noqa: E402
 
+from agreement import as64, min_topk_gap, rel_max  # noqa: E402
 from minisparse.config import ModelConfig  # noqa: E402
 from minisparse.mlx import GPT, abstopk, gelu  # noqa: E402
 from minisparse.numpy import GPT as NumpyGPT  # noqa: E402
 from minisparse.numpy import layers  # noqa: E402
 from minisparse.params import SITES, param_shapes, site_sizes  # noqa: E402
 from minisparse.sparsity import abstopk as np_abstopk  # noqa: E402
-
 from strategies import examples, model_configs, tiny_params  # noqa: E402
 
 LOGIT_TOL, LOSS_TOL, GRAD_TOL = 1e-5, 1e-5, 1e-4
@@ -46,39 +44,6 @@ ALL_OPTIONS = [dict(pos_emb=p, attn_sink=s, bigram=b) for p in ("none", "learned
 def small_config(**kw) -> ModelConfig:
     base = dict(vocab_size=40, n_ctx=12, d_model=16, n_layer=2, n_head=2, d_head=8, d_mlp=32)
     return ModelConfig(**{**base, **kw})
-
-
-def rel_max(a, b, floor=0.0) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.abs(a - b).max() / max(np.abs(b).max(), floor, 1e-30))
-
-
-def as64(params: dict) -> dict:
-    return {n: w.astype(np.float64) for n, w in params.items()}
-
-
-def topk_gaps(params, cfg, idx, gates=None) -> dict[str, np.ndarray]:
-    """{site: [B, T] relative gap (|x|_(k) − |x|_(k+1)) / |x|_(1)} at every AbsTopK of a float64 NumPy forward."""
-    calls = []
-    real = layers.abstopk_mask
-
-    def recording(x, k):
-        a = np.sort(np.abs(x), axis=-1)[..., ::-1]               # descending
-        calls.append((a[..., k - 1] - a[..., k]) / np.maximum(a[..., 0], 1e-300))
-        return real(x, k)
-
-    g64 = {s: tuple(np.asarray(a, np.float64) for a in pair) for s, pair in (gates or {}).items()}
-    with mock.patch.object(layers, "abstopk_mask", recording):
-        NumpyGPT(cfg, params=as64(params)).forward_cached(idx, g64)
-    # AbsTopK is only called where it is not the identity (k < n); sites are visited in forward order
-    keys = [key for key, n in site_sizes(cfg).items() if cfg.topk(n) < n]
-    assert len(keys) == len(calls)
-    return {key: gap.reshape(np.shape(idx)) for key, gap in zip(keys, calls)}
-
-
-def min_topk_gap(params, cfg, idx, gates=None) -> float:
-    """Smallest relative gap over every row of every AbsTopK call (inf when AbsTopK is off)."""
-    return min((float(g.min()) for g in topk_gaps(params, cfg, idx, gates).values()), default=np.inf)
 
 
 def mlx_grads(model, idx, targets, gates=None):

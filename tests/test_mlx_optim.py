@@ -11,14 +11,13 @@ import numpy as np
 import pytest
 
 mx = pytest.importorskip("mlx.core")
-from strategies import tiny_params  # noqa: E402
-from test_mlx_model import topk_gaps  # noqa: E402
-
+from agreement import rel_max, topk_gaps  # noqa: E402
 from minisparse.config import ModelConfig, TrainConfig, preset  # noqa: E402
 from minisparse.mlx import GPT, MLXTrainer  # noqa: E402
 from minisparse.numpy import GPT as NumpyGPT  # noqa: E402
 from minisparse.optim import init_state, lr_at, optimizer_step  # noqa: E402
 from minisparse.sparsity import is_sparsified  # noqa: E402
+from strategies import tiny_params  # noqa: E402
 
 
 def weight_atol(step: int, tcfg: TrainConfig) -> float:
@@ -61,10 +60,6 @@ def numpy_setup(cfg: ModelConfig, tcfg: TrainConfig, seed: int, warm_steps: int)
 
 def copy_state(state):
     return {k: {n: a.copy() for n, a in state[k].items()} for k in ("m", "v")}
-
-
-def rel_max(a, b) -> float:
-    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
 
 
 STEP_CASES = [
