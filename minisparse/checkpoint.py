@@ -18,7 +18,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
 from .config import ConfigError, ModelConfig
-from .params import param_shapes
+from .params import check_shapes, param_shapes
 
 FORMAT = "minisparse"
 FORMAT_VERSION = "1"
@@ -66,19 +66,15 @@ def _open(path: Path, what: str):
 
 
 def _read_tensors(f, path: Path, expected: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
-    names = set(f.keys())
-    missing, extra = sorted(set(expected) - names), sorted(names - set(expected))
-    if missing or extra:
-        raise CheckpointError(f"{path} does not match its config: missing tensors {missing}, unexpected tensors {extra}")
-    out = {}
-    for name, shape in expected.items():
-        sl = f.get_slice(name)
-        if sl.get_dtype() != "F32":
-            raise CheckpointError(f"{path}: tensor {name!r} has dtype {sl.get_dtype()}, expected F32 (float32)")
-        if tuple(sl.get_shape()) != tuple(shape):
-            raise CheckpointError(f"{path}: tensor {name!r} has shape {tuple(sl.get_shape())}, expected {tuple(shape)}")
-        out[name] = f.get_tensor(name)
-    return out
+    slices = {name: f.get_slice(name) for name in f.keys()}
+    try:
+        check_shapes({name: sl.get_shape() for name, sl in slices.items()}, expected, "tensors")
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    for name in expected:
+        if slices[name].get_dtype() != "F32":
+            raise CheckpointError(f"{path}: tensor {name!r} has dtype {slices[name].get_dtype()}, expected F32 (float32)")
+    return {name: f.get_tensor(name) for name in expected}
 
 
 def read_checkpoint(path) -> tuple[ModelConfig, dict[str, np.ndarray], dict[str, str]]:

@@ -265,3 +265,28 @@ def test_sites_are_the_design_sites():
     acts = GPT(cfg).site_activations(np.zeros((2, 5), np.int64))
     assert list(acts) == list(site_sizes(cfg))
     assert all(acts[f"L0.{s}"].shape == (2, 5, site_sizes(cfg)[f"L0.{s}"]) for s in SITES)
+
+
+def test_models_optimizer_state_and_checkpoints_refuse_a_missing_parameter_alike(tmp_path):
+    # one checker (minisparse.params.check_shapes) behind all four: the same fact, said the same way
+    from safetensors.numpy import save_file
+
+    from minisparse.checkpoint import CheckpointError, read_checkpoint
+    from minisparse.config import TrainConfig
+    from minisparse.mlx import MLXTrainer
+
+    cfg = small_config()
+    params = tiny_params(cfg, 0)
+    del params["lm_head.weight"]
+    said = []
+    for load in (lambda: NumpyGPT(cfg, params=params), lambda: GPT(cfg, params=params),
+                 lambda: MLXTrainer(GPT(cfg), TrainConfig(), state={"m": params, "v": params})):
+        with pytest.raises(ValueError) as e:
+            load()
+        said.append(str(e.value))
+    path = tmp_path / "m.safetensors"
+    save_file(params, str(path), {"format": "minisparse", "format_version": "1", "config": cfg.to_json()})
+    with pytest.raises(CheckpointError) as e:
+        read_checkpoint(path)
+    said.append(str(e.value))
+    assert all("missing ['lm_head.weight'], unexpected []" in s for s in said), said

@@ -273,7 +273,7 @@ def test_opt_state_round_trips_and_refuses_a_mismatch():
         for name, a in state[k].items():
             np.testing.assert_array_equal(other.numpy_opt_state()[k][name], a)
     state["v"].pop("lm_head.weight")
-    with pytest.raises(ValueError, match=r"'v' does not match the model: missing \['lm_head.weight'\]"):
+    with pytest.raises(ValueError, match=r"'v'.*missing \['lm_head.weight'\]"):
         other.load_opt_state(state)
     with pytest.raises(ValueError, match="keys 'm' and 'v'"):
         other.load_opt_state({"m": state["m"]})

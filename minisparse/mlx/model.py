@@ -12,7 +12,7 @@ Shape legend:
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -20,11 +20,7 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
 from ..config import ModelConfig
-from ..params import check_gates, init_params, param_shapes
-
-RMS_EPS = 1e-5
-GELU_C = math.sqrt(2.0 / math.pi)
-GELU_A = 0.044715
+from ..params import GELU_A, GELU_C, RMS_EPS, check_gates, check_shapes, init_params, param_shapes
 
 # A site function applies one activation site (AbsTopK, then the optional pruning gate) to the output of a layer:
 # site("q", x) -> x'. Blocks call it by site name; the GPT builds one per layer.
@@ -266,11 +262,6 @@ class GPT(nn.Module):
         The names and shapes must match the config exactly: nothing is skipped, reshaped or left at its old value.
         """
         shapes = param_shapes(self.config)
-        missing, extra = sorted(set(shapes) - set(params)), sorted(set(params) - set(shapes))
-        if missing or extra:
-            raise ValueError(f"parameters do not match the config: missing {missing}, unexpected {extra}")
-        for name, shape in shapes.items():
-            if tuple(params[name].shape) != shape:
-                raise ValueError(f"parameter {name!r} has shape {tuple(params[name].shape)}, expected {shape}")
+        check_shapes({name: a.shape for name, a in params.items()}, shapes, "params")
         self.update(tree_unflatten([(name, as_mx(params[name], self.dtype)) for name in shapes]))
         mx.eval(self.parameters())

@@ -11,7 +11,7 @@ import mlx.nn as nn
 import numpy as np
 
 from ..config import TrainConfig
-from ..params import param_shapes
+from ..params import check_shapes, param_shapes
 from .model import GPT, as_mx
 from .optim import SparseAdam
 
@@ -81,14 +81,10 @@ class MLXTrainer:
         """Set Adam's moments from {"m": {...}, "v": {...}} (NumPy or MLX arrays); names and shapes must match."""
         shapes = self.optimizer.shapes
         if not isinstance(state, dict) or set(state) != {"m", "v"}:
-            raise ValueError(f"optimizer state must be a dict with keys 'm' and 'v', got {sorted(state) if isinstance(state, dict) else type(state).__name__}")
+            got = sorted(state) if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"optimizer state must be a dict with keys 'm' and 'v', got {got}")
         for k in ("m", "v"):
-            missing, extra = sorted(set(shapes) - set(state[k])), sorted(set(state[k]) - set(shapes))
-            if missing or extra:
-                raise ValueError(f"optimizer state {k!r} does not match the model: missing {missing}, unexpected {extra}")
-            for n, s in shapes.items():
-                if tuple(state[k][n].shape) != s:
-                    raise ValueError(f"optimizer state {k}[{n!r}] has shape {tuple(state[k][n].shape)}, expected {s}")
+            check_shapes({n: a.shape for n, a in state[k].items()}, shapes, f"optimizer state {k!r}")
         # Replace the arrays inside the existing dicts: the compiled step holds on to these containers.
         for k in ("m", "v"):
             for n in shapes:

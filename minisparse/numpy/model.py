@@ -12,11 +12,26 @@ from __future__ import annotations
 import numpy as np
 
 from minisparse.config import ModelConfig
-from minisparse.params import check_gates, init_params, param_shapes
+from minisparse.params import check_gates, check_shapes, init_params, param_shapes
 
-from .layers import (abstopk_backward, abstopk_forward, attention_backward, attention_forward, cross_entropy_backward,
-                     cross_entropy_forward, embedding_backward, embedding_forward, gate_backward, gate_forward,
-                     gelu_backward, gelu_forward, linear_backward, linear_forward, rmsnorm_backward, rmsnorm_forward)
+from .layers import (
+    abstopk_backward,
+    abstopk_forward,
+    attention_backward,
+    attention_forward,
+    cross_entropy_backward,
+    cross_entropy_forward,
+    embedding_backward,
+    embedding_forward,
+    gate_backward,
+    gate_forward,
+    gelu_backward,
+    gelu_forward,
+    linear_backward,
+    linear_forward,
+    rmsnorm_backward,
+    rmsnorm_forward,
+)
 
 
 class GPT:
@@ -232,20 +247,11 @@ def _check_params(params, config: ModelConfig, dtype) -> np.dtype:
     """Check a given parameter dict against param_shapes(config); return its (single, floating) dtype."""
     if not isinstance(params, dict):
         raise TypeError(f"params must be a dict of name -> np.ndarray, got {type(params).__name__}")
-    shapes = param_shapes(config)
-    missing = [n for n in shapes if n not in params]
-    extra = sorted(n for n in params if n not in shapes)
-    if missing or extra:
-        raise ValueError(f"params do not match the config: missing {missing}, unexpected {extra}; "
-                         "the names must be exactly minisparse.params.param_shapes(config)")
-    dtypes = set()
-    for name, shape in shapes.items():
-        w = params[name]
+    for name, w in params.items():
         if not isinstance(w, np.ndarray):
             raise TypeError(f"params[{name!r}] must be a np.ndarray, got {type(w).__name__}")
-        if w.shape != shape:
-            raise ValueError(f"params[{name!r}] has shape {w.shape}, but the config needs {shape}")
-        dtypes.add(w.dtype)
+    check_shapes({name: w.shape for name, w in params.items()}, param_shapes(config), "params")
+    dtypes = {w.dtype for w in params.values()}
     if len(dtypes) != 1 or next(iter(dtypes)) not in (np.float32, np.float64):
         raise ValueError(f"params must all be float32 or all float64, got dtypes {sorted(map(str, dtypes))}")
     found = next(iter(dtypes))
