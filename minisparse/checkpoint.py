@@ -72,8 +72,9 @@ def _read_tensors(f, path: Path, expected: dict[str, tuple[int, ...]]) -> dict[s
     except ValueError as e:
         raise CheckpointError(f"{path}: {e}") from None
     for name in expected:
-        if slices[name].get_dtype() != "F32":
-            raise CheckpointError(f"{path}: tensor {name!r} has dtype {slices[name].get_dtype()}, expected F32 (float32)")
+        dtype = slices[name].get_dtype()
+        if dtype != "F32":
+            raise CheckpointError(f"{path}: tensor {name!r} has dtype {dtype}, expected F32 (float32)")
     return {name: f.get_tensor(name) for name in expected}
 
 
@@ -83,7 +84,8 @@ def read_checkpoint(path) -> tuple[ModelConfig, dict[str, np.ndarray], dict[str,
     with _open(path, "checkpoint") as f:
         meta = f.metadata() or {}
         if meta.get("format") != FORMAT:
-            raise CheckpointError(f"{path} is not a minisparse checkpoint (metadata 'format' is {meta.get('format')!r})")
+            raise CheckpointError(f"{path} is not a minisparse checkpoint "
+                                  f"(metadata 'format' is {meta.get('format')!r})")
         if meta.get("format_version") != FORMAT_VERSION:
             raise CheckpointError(f"{path} has format version {meta.get('format_version')!r}; this minisparse reads "
                                   f"version {FORMAT_VERSION!r}")
@@ -125,8 +127,8 @@ def load_optimizer(path, config: ModelConfig, *, step: int) -> dict:
         if meta.get("format") != FORMAT + "-optimizer":
             raise CheckpointError(f"{path} is not a minisparse optimizer state")
         if meta.get("step") != str(step):
-            raise CheckpointError(f"{path} is from step {meta.get('step')}, but the model checkpoint is from step {step}: "
-                                  "the pair is inconsistent (an interrupted save?); delete both to restart")
+            raise CheckpointError(f"{path} is from step {meta.get('step')}, but the model checkpoint is from step "
+                                  f"{step}: the pair is inconsistent (an interrupted save?); delete both to restart")
         shapes = param_shapes(config)
         flat = _read_tensors(f, path, {f"{k}.{n}": s for k in ("m", "v") for n, s in shapes.items()})
     return {k: {n: flat[f"{k}.{n}"] for n in shapes} for k in ("m", "v")}

@@ -42,8 +42,9 @@ import functools
 import keyword
 import re
 import string
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -216,9 +217,10 @@ _NOT_NAMES = set(keyword.kwlist) | set(keyword.softkwlist) | set(dir(builtins)) 
 _VOCAB_SIZE = 256
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def vocabulary() -> Vocabulary:
-    """Names and string contents harvested by regex from the training corpus (~0.1 s after the corpus is loaded; once per process)."""
+    """Names and string contents harvested by regex from the training corpus (~0.1 s after the corpus is loaded;
+    once per process)."""
     text = data.load_corpus().train.tobytes()
     assigned = collections.Counter(m.decode() for m in re.findall(rb"(?m)^[ \t]*([a-z][a-z0-9_]{1,9}) = ", text))
     quoted = collections.Counter(m.decode() for _, m in re.findall(rb"""(['"])([a-z][a-z ]{1,11})\1""", text))

@@ -11,9 +11,19 @@ from hypothesis import strategies as st
 
 from minisparse.circuits import Circuit, TaskData, bisect_min_k, circuit_edges, prune
 from minisparse.circuits.controls import random_model_like, run_controls, shuffled
-from minisparse.circuits.masks import (SURROGATE_TEMPERATURE, gates_from_mask, heaviside, init_tau, keep_top,
-                                       mask_from_nodes, mean_ablation, node_names, surrogate_grad, tau_grads,
-                                       zero_ablation)
+from minisparse.circuits.masks import (
+    SURROGATE_TEMPERATURE,
+    gates_from_mask,
+    heaviside,
+    init_tau,
+    keep_top,
+    mask_from_nodes,
+    mean_ablation,
+    node_names,
+    surrogate_grad,
+    tau_grads,
+    zero_ablation,
+)
 from minisparse.circuits.prune import binary_task_loss, task_loss, task_loss_and_gate_grads
 from minisparse.config import ModelConfig
 from minisparse.numpy import GPT
@@ -27,7 +37,8 @@ TASK = get_task("single_double_quote")
 def loud_params(cfg=CFG, seed=0, dtype=np.float64):
     """Init weights scaled up 25×: an untrained model at init has task-loss gradients of ~1e-9, too small for a
     finite-difference check to mean anything; scaled up, they are O(1e-2)."""
-    return {n: (w * 25 if n.endswith(".weight") and "norm" not in n else w) for n, w in init_params(cfg, seed, dtype).items()}
+    return {n: (w * 25 if n.endswith(".weight") and "norm" not in n else w)
+            for n, w in init_params(cfg, seed, dtype).items()}
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,13 @@ no stronger reference on the CPU: its exp and fast RMSNorm are only float32-accu
 
 Ties in AbsTopK. Exact ties do not occur: activations are continuous functions of random float weights, except for
 exact zeros, where the shared rule (`minisparse.sparsity.abstopk_mask`) makes the choice irrelevant: a row with fewer
-than k nonzeros passes whole, so no backend has to pick which zeros to keep. Near ties do occur: where the k-th and (k+1)-th largest |x| of a row are closer than the two backends' rounding difference
-(~1e-7 relative), each may keep a different channel, and everything downstream differs at O(1e-3), a true
-discontinuity rather than an error. So the NumPy reference is run once in float64 while recording, at every AbsTopK
-call, the gap between the k-th and (k+1)-th largest |x| relative to the row's largest; a draw whose smallest gap is
-below 1e-5 is rejected (`assume`), which hypothesis reports if it happens too often. Every accepted draw must then
-agree to the tolerances below with no exceptions.
+than k nonzeros passes whole, so no backend has to pick which zeros to keep. Near ties do occur: where the k-th and
+(k+1)-th largest |x| of a row are closer than the two backends' rounding difference (~1e-7 relative), each may keep a
+different channel, and everything downstream differs at O(1e-3), a true discontinuity rather than an error. So the
+NumPy reference is run once in float64 while recording, at every AbsTopK call, the gap between the k-th and (k+1)-th
+largest |x| relative to the row's largest; a draw whose smallest gap is below 1e-5 is rejected (`assume`), which
+hypothesis reports if it happens too often. Every accepted draw must then agree to the tolerances below with no
+exceptions.
 """
 
 from __future__ import annotations
@@ -212,7 +213,8 @@ def draw_gates(rng, cfg, share):
             for k in keys}
 
 
-@given(cfg=model_configs(), seed=st.integers(0, 2 ** 32 - 1), batch=st.integers(1, 3), gate_share=st.sampled_from([0, 0.3]))
+@given(cfg=model_configs(), seed=st.integers(0, 2 ** 32 - 1), batch=st.integers(1, 3),
+       gate_share=st.sampled_from([0, 0.3]))
 @examples(0.4)
 def test_logits_loss_and_gradients_match_numpy(cfg, seed, batch, gate_share):
     rng = np.random.default_rng(seed)

@@ -5,8 +5,8 @@ Gradient check: loss = mean next-token cross-entropy. For every parameter tensor
 perturbed by ±h (h = 1e-5) and (L(θ+h) − L(θ−h)) / 2h is compared with the analytic gradient on that subset.
 Relative error is norm-based per tensor: ||a − b||₂ / max(||a||₂ + ||b||₂, 1e-4) ≤ 1e-6. The floor matters only for
 gradients that are truly ~0 (dL/dbk without a sink, since softmax ignores a per-row shift; dL/dq when a repeated token
-without positions makes k rows equal): analytic gives ~1e-17 round-off, FD gives 0 or a few ulps of L / 2h ≈ 1e-11, and the
-floor turns the check there into |a − b| ≤ 1e-10, just above FD's own round-off.
+without positions makes k rows equal): analytic gives ~1e-17 round-off, FD gives 0 or a few ulps of L / 2h ≈ 1e-11,
+and the floor turns the check there into |a − b| ≤ 1e-10, just above FD's own round-off.
 
 Kinks: AbsTopK is piecewise linear; its kept set changes where the k-th and (k+1)-th largest |x| of a row swap, and an
 FD step that straddles such a point measures nonsense. We avoid kinks rather than skip entries: while running the

@@ -15,8 +15,19 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import (bad_values, densities, distinct_matrices, examples, matrices, min_per_row, model_configs,
-                        nonempty_shapes_2d, tiny_params, train_configs)
+
+from strategies import (
+    bad_values,
+    densities,
+    distinct_matrices,
+    examples,
+    matrices,
+    min_per_row,
+    model_configs,
+    nonempty_shapes_2d,
+    tiny_params,
+    train_configs,
+)
 
 mx = pytest.importorskip("mlx.core")
 from mlx.utils import tree_unflatten  # noqa: E402
@@ -29,8 +40,15 @@ from minisparse.mlx import abstopk as mlx_abstopk  # noqa: E402
 from minisparse.numpy import GPT  # noqa: E402
 from minisparse.optim import init_state, optimizer_step  # noqa: E402
 from minisparse.params import param_shapes  # noqa: E402
-from minisparse.sparsity import abstopk, density_at, is_sparsified, k_at, min_axis, project_topk  # noqa: E402
-from minisparse.sparsity import topk_mask  # noqa: E402
+from minisparse.sparsity import (  # noqa: E402
+    abstopk,
+    density_at,
+    is_sparsified,
+    k_at,
+    min_axis,
+    project_topk,
+    topk_mask,  # noqa: E402
+)
 
 
 def mlx_project(w: np.ndarray, k: int, j: int) -> np.ndarray:

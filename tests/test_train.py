@@ -97,6 +97,8 @@ def test_an_update_that_overflows_the_weights_is_reported_as_divergence():
     grads["lm_head.weight"][0, 0] = -1.0
     from minisparse.optim import optimizer_step
     with pytest.raises(FloatingPointError, match="overflowed the weights"):
-        optimizer_step(trainer.model.params, grads, trainer.state, 5, dataclasses.replace(TCFG, lr=1e33, weight_decay=0.0))
+        optimizer_step(trainer.model.params, grads, trainer.state, 5,
+                       dataclasses.replace(TCFG, lr=1e33, weight_decay=0.0))
     with pytest.raises(ValueError, match=r"gradient shapes differ from their parameters for \['lm_head.weight'\]"):
-        optimizer_step(trainer.model.params, {**grads, "lm_head.weight": np.zeros(3, np.float32)}, trainer.state, 5, TCFG)
+        optimizer_step(trainer.model.params, {**grads, "lm_head.weight": np.zeros(3, np.float32)}, trainer.state, 5,
+                       TCFG)

@@ -63,7 +63,8 @@ def tau_grads(gate_grads: dict[str, np.ndarray], tau: dict[str, np.ndarray],
             for key in tau}
 
 
-def keep_top(tau: dict[str, np.ndarray], k: int, tiebreak: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+def keep_top(tau: dict[str, np.ndarray], k: int,
+             tiebreak: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """A 0/1 mask keeping the `k` nodes of largest τ over all sites.
 
     Equal τ (e.g. several nodes pinned at the clamp τ = 1) are ordered by `tiebreak`, smallest first (pruning passes

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -30,9 +30,18 @@ from minisparse.params import site_sizes
 
 from .circuit import Circuit
 from .edges import circuit_edges
-from .masks import (SURROGATE_TEMPERATURE, gates_from_mask, heaviside, init_tau, keep_top, mean_ablation, node_names,
-                    surrogate_grad, tau_grads, zero_ablation)
-
+from .masks import (
+    SURROGATE_TEMPERATURE,
+    gates_from_mask,
+    heaviside,
+    init_tau,
+    keep_top,
+    mean_ablation,
+    node_names,
+    surrogate_grad,
+    tau_grads,
+    zero_ablation,
+)
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Task data and task loss
@@ -40,7 +49,8 @@ from .masks import (SURROGATE_TEMPERATURE, gates_from_mask, heaviside, init_tau,
 @dataclass(frozen=True)
 class TaskData:
     """A task's prompts as model input: idx [B, T] (prompts end at the last position), labels [B] in {0, 1},
-    answer_ids [2] (the two answer tokens), tokens (the distinct token ids that appear in the prompts, padding excluded)."""
+    answer_ids [2] (the two answer tokens), tokens (the distinct token ids that appear in the prompts, padding
+    excluded)."""
 
     idx: np.ndarray
     labels: np.ndarray
@@ -48,13 +58,13 @@ class TaskData:
     tokens: np.ndarray
 
     @classmethod
-    def from_task(cls, task, n: int, n_ctx: int, split: str = "train", seed: int = 0) -> "TaskData":
+    def from_task(cls, task, n: int, n_ctx: int, split: str = "train", seed: int = 0) -> TaskData:
         idx, labels = task.batch(n, n_ctx, split, seed)
         prompts = [corpus_data.encode(ex.prompt)[-n_ctx:] for ex in task.examples(n, split, seed)]
         tokens = np.unique(np.concatenate(prompts)).astype(np.int64)
         return cls(idx, labels, task.answer_ids, tokens)
 
-    def with_labels(self, labels: np.ndarray) -> "TaskData":
+    def with_labels(self, labels: np.ndarray) -> TaskData:
         return TaskData(self.idx, np.asarray(labels, dtype=np.int64), self.answer_ids, self.tokens)
 
 
@@ -100,7 +110,8 @@ def bisect_min_k(loss_of_k: Callable[[int], float], lo: int, hi: int, target: fl
         raise ValueError(f"bisect_min_k needs lo <= hi, got lo={lo}, hi={hi}")
     if loss_of_k(hi) > target:
         return None
-    while lo < hi:                  # invariant: loss_of_k(hi) <= target, and every k < lo is known (or assumed) > target
+    # invariant: loss_of_k(hi) <= target, and every k < lo is known (or assumed) > target
+    while lo < hi:
         mid = (lo + hi) // 2
         if loss_of_k(mid) <= target:
             hi = mid

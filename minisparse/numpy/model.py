@@ -92,7 +92,8 @@ class GPT:
         return self._loss_cached(idx, targets)[0]
 
     def loss_and_grads(self, idx, targets) -> tuple[float, dict[str, np.ndarray]]:
-        """Mean next-token cross-entropy of `targets` [B, T] given `idx` [B, T], and its gradient for every parameter."""
+        """Mean next-token cross-entropy of `targets` [B, T] given `idx` [B, T], and its gradient for every
+        parameter."""
         loss, logits_shape, ce_cache, cache = self._loss_cached(idx, targets)
         dlogits = cross_entropy_backward(1.0, ce_cache).reshape(logits_shape)
         grads, _ = self.backward(dlogits, cache)
