@@ -241,8 +241,8 @@ def _most_common(counts: list[tuple[str, int]]) -> tuple[str, ...]:
 def fill(template: str, rng: np.random.Generator, **given: str) -> str:
     """Fill a format-string template. Slots passed in `given` are used as given; {name}, {name2}, ... get distinct
     corpus identifiers (up to 10 bytes), {short}, {short2}, ... distinct short ones (up to 5), {module}, {module2}, ...
-    distinct names of modules the corpus imports (up to 10 bytes), {text} a corpus string's content (up to 12 bytes, lowercase letters and spaces),
-    {num} an integer 0..99."""
+    distinct names of modules the corpus imports (up to 10 bytes), {text} a corpus string's content (up to 12 bytes,
+    lowercase letters and spaces), {num} an integer 0..99."""
     vocab = vocabulary()
     # Sorted, never set order: the order of draws from `rng` must not depend on string hashing (PYTHONHASHSEED).
     slots = sorted({field for _, field, _, _ in string.Formatter().parse(template) if field} - set(given))
@@ -413,7 +413,8 @@ register(Task(
     answers=("=", " "),
     templates={"train": [("{kw}{name} =", "if"), ("    {kw}{name} =", "if"), ("{kw}self.{name} =", "if"),
                          ("    {kw}{name}.{name2} =", "elif")],
-               "test": [("{kw}{name}.{short} =", "while"), ("        {kw}{name} =", "elif"), ("    {kw}{name}[{num}] =", "if")]},
+               "test": [("{kw}{name}.{short} =", "while"), ("        {kw}{name} =", "elif"),
+                        ("    {kw}{name}[{num}] =", "if")]},
     make=_make_assign_or_compare,
     max_len=34,
 ))
@@ -424,7 +425,8 @@ register(Task(
     "import_or_from", "after a module name: `from m` (space, ` import ...`) vs `import m` (newline)",
     answers=(" ", "\n"),
     templates={"train": ["{kw}{module}", "import {module2}\n{kw}{module}", '"""{text}."""\n\n{kw}{module}'],
-               "test": ["    {kw}{module}", "try:\n    {kw}{module}", "import {module2}\nimport {module3}\n{kw}{module}"]},
+               "test": ["    {kw}{module}", "try:\n    {kw}{module}",
+                        "import {module2}\nimport {module3}\n{kw}{module}"]},
     make=lambda template, answer, rng: fill(template, rng, kw=("from ", "import ")[answer]),
     max_len=53,
 ))
@@ -498,7 +500,8 @@ register(Task(
     answers=("c", "s"),
     templates={"train": ["    @{deco}\n    def {name}(", "\n    @{deco}\n    def {name}(",
                          "        return {name2}\n\n    @{deco}\n    def {name}("],
-               "test": ["class {name2}:\n    @{deco}\n    def {name}(", "    {name2} = {num}\n\n    @{deco}\n    def {name}("]},
+               "test": ["class {name2}:\n    @{deco}\n    def {name}(",
+                        "    {name2} = {num}\n\n    @{deco}\n    def {name}("]},
     make=lambda template, answer, rng: fill(template, rng, deco=("classmethod", "property")[answer]),
     max_len=63,
 ))
