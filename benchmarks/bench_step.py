@@ -52,7 +52,7 @@ def time_steps(backend: str, cfg: ModelConfig, tcfg: TrainConfig, first_step: in
 def numpy_projection_seconds(cfg: ModelConfig, tcfg: TrainConfig, step: int, repeats: int = 5) -> float:
     """Median seconds of the NumPy top-k projection of every sparsified matrix (random dense weights)."""
     trainer = make_trainer("numpy", cfg, tcfg)
-    params = trainer.params_numpy()
+    params = trainer.numpy_params()
     densities = densities_at(step, params, tcfg)
     times = []
     for _ in range(repeats):
@@ -72,8 +72,9 @@ def main() -> None:
     tokens = BATCH * REFERENCE.n_ctx
     flops = flops_per_step(REFERENCE, tokens)
     peaks = {b: matmul_gflops(b, n=1024, seconds=1.0) for b in {"numpy", *backends}}
-    print(f"machine: {platform.machine()} {platform.system()}, {os.cpu_count()} cores; "
-          f"numpy {np.__version__}" + (f"; mlx float32 matmul peak {peaks['mlx']:.1f} GFLOP/s" if "mlx" in peaks else ""))
+    mlx_peak = f"; mlx float32 matmul peak {peaks['mlx']:.1f} GFLOP/s" if "mlx" in peaks else ""
+    machine = f"{platform.machine()} {platform.system()}, {os.cpu_count()} cores"
+    print(f"machine: {machine}; numpy {np.__version__}{mlx_peak}")
     print(f"float32 matmul peak (1024x1024): numpy {peaks['numpy']:.1f} GFLOP/s")
     print(f"reference config, {tokens} tokens/step, {flops / 1e9:.2f} GFLOP/step\n")
     print("| backend | run | ms/step | tokens/s | GFLOP/s | % of numpy peak | % of own peak | projection share |")

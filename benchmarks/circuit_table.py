@@ -3,7 +3,8 @@
     python benchmarks/circuit_table.py runs/small-dense runs/small-sparse [--tasks a,b,c,d]
 
 Each run directory must hold a `model.safetensors` (from `minisparse train`). Circuits are saved beside it as
-`circuit-<task>.json`, and the sparse model's `single_double_quote` circuit is drawn to `circuit-single_double_quote.png`.
+`circuit-<task>.json`, and the sparse model's `single_double_quote` circuit is drawn to
+`circuit-single_double_quote.png`.
 """
 
 from __future__ import annotations

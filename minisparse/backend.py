@@ -10,11 +10,6 @@ import time
 BACKENDS = ("numpy", "mlx", "auto")
 
 
-def backend_of(model) -> str:
-    """"numpy" for a `minisparse.numpy.GPT` (its parameters are a plain dict), "mlx" for a `minisparse.mlx.GPT`."""
-    return "numpy" if isinstance(getattr(model, "params", None), dict) else "mlx"
-
-
 def mlx_available() -> bool:
     return importlib.util.find_spec("mlx") is not None
 

@@ -17,9 +17,8 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
-from .backend import backend_of
 from .config import ConfigError, ModelConfig
-from .params import param_shapes
+from .params import check_shapes, param_shapes
 
 FORMAT = "minisparse"
 FORMAT_VERSION = "1"
@@ -27,15 +26,6 @@ FORMAT_VERSION = "1"
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, corrupt, or does not match what it claims to be."""
-
-
-def model_params(model) -> dict[str, np.ndarray]:
-    """The flat parameter dict of a NumPy or an MLX model, as NumPy arrays."""
-    if backend_of(model) == "numpy":
-        return model.params
-    if hasattr(model, "numpy_params"):
-        return model.numpy_params()
-    raise TypeError(f"expected a minisparse NumPy or MLX GPT, got {type(model).__name__}")
 
 
 def _write_atomic(tensors: dict[str, np.ndarray], path: Path, metadata: dict[str, str]) -> None:
@@ -50,7 +40,7 @@ def _write_atomic(tensors: dict[str, np.ndarray], path: Path, metadata: dict[str
 
 def save(model, path, *, step: int = 0, train_config=None, metadata: dict[str, str] | None = None) -> Path:
     """Write `model` (NumPy or MLX) to a safetensors checkpoint at `path`, atomically."""
-    return write_checkpoint(model.config, model_params(model), path, step=step, train_config=train_config,
+    return write_checkpoint(model.config, model.numpy_params(), path, step=step, train_config=train_config,
                             metadata=metadata)
 
 
@@ -76,19 +66,16 @@ def _open(path: Path, what: str):
 
 
 def _read_tensors(f, path: Path, expected: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
-    names = set(f.keys())
-    missing, extra = sorted(set(expected) - names), sorted(names - set(expected))
-    if missing or extra:
-        raise CheckpointError(f"{path} does not match its config: missing tensors {missing}, unexpected tensors {extra}")
-    out = {}
-    for name, shape in expected.items():
-        sl = f.get_slice(name)
-        if sl.get_dtype() != "F32":
-            raise CheckpointError(f"{path}: tensor {name!r} has dtype {sl.get_dtype()}, expected F32 (float32)")
-        if tuple(sl.get_shape()) != tuple(shape):
-            raise CheckpointError(f"{path}: tensor {name!r} has shape {tuple(sl.get_shape())}, expected {tuple(shape)}")
-        out[name] = f.get_tensor(name)
-    return out
+    slices = {name: f.get_slice(name) for name in f.keys()}
+    try:
+        check_shapes({name: sl.get_shape() for name, sl in slices.items()}, expected, "tensors")
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    for name in expected:
+        dtype = slices[name].get_dtype()
+        if dtype != "F32":
+            raise CheckpointError(f"{path}: tensor {name!r} has dtype {dtype}, expected F32 (float32)")
+    return {name: f.get_tensor(name) for name in expected}
 
 
 def read_checkpoint(path) -> tuple[ModelConfig, dict[str, np.ndarray], dict[str, str]]:
@@ -97,7 +84,8 @@ def read_checkpoint(path) -> tuple[ModelConfig, dict[str, np.ndarray], dict[str,
     with _open(path, "checkpoint") as f:
         meta = f.metadata() or {}
         if meta.get("format") != FORMAT:
-            raise CheckpointError(f"{path} is not a minisparse checkpoint (metadata 'format' is {meta.get('format')!r})")
+            raise CheckpointError(f"{path} is not a minisparse checkpoint "
+                                  f"(metadata 'format' is {meta.get('format')!r})")
         if meta.get("format_version") != FORMAT_VERSION:
             raise CheckpointError(f"{path} has format version {meta.get('format_version')!r}; this minisparse reads "
                                   f"version {FORMAT_VERSION!r}")
@@ -139,8 +127,8 @@ def load_optimizer(path, config: ModelConfig, *, step: int) -> dict:
         if meta.get("format") != FORMAT + "-optimizer":
             raise CheckpointError(f"{path} is not a minisparse optimizer state")
         if meta.get("step") != str(step):
-            raise CheckpointError(f"{path} is from step {meta.get('step')}, but the model checkpoint is from step {step}: "
-                                  "the pair is inconsistent (an interrupted save?); delete both to restart")
+            raise CheckpointError(f"{path} is from step {meta.get('step')}, but the model checkpoint is from step "
+                                  f"{step}: the pair is inconsistent (an interrupted save?); delete both to restart")
         shapes = param_shapes(config)
         flat = _read_tensors(f, path, {f"{k}.{n}": s for k in ("m", "v") for n, s in shapes.items()})
     return {k: {n: flat[f"{k}.{n}"] for n in shapes} for k in ("m", "v")}

@@ -61,7 +61,8 @@ class ModelConfig:
         _positive_int(self, "vocab_size", "n_ctx", "d_model", "n_layer", "n_head", "d_head", "d_mlp")
         _require(self.pos_emb in ("none", "learned"),
                  f"ModelConfig.pos_emb must be 'none' or 'learned', got {self.pos_emb!r}")
-        _require(isinstance(self.attn_sink, bool), f"ModelConfig.attn_sink must be True or False, got {self.attn_sink!r}")
+        _require(isinstance(self.attn_sink, bool),
+                 f"ModelConfig.attn_sink must be True or False, got {self.attn_sink!r}")
         _require(isinstance(self.bigram, bool), f"ModelConfig.bigram must be True or False, got {self.bigram!r}")
         _require(isinstance(self.afrac, (int, float)) and not isinstance(self.afrac, bool) and 0 < self.afrac <= 1,
                  f"ModelConfig.afrac must be in (0, 1] (1 turns AbsTopK off), got {self.afrac!r}")
@@ -91,8 +92,8 @@ class ModelConfig:
         if B == 0 or T == 0:
             raise ValueError(f"{what} has shape {idx.shape}; it needs at least one sequence of at least one token")
         if T > self.n_ctx:
-            raise ValueError(f"sequence of length {T} exceeds n_ctx={self.n_ctx}; crop it (e.g. {what}[:, -{self.n_ctx}:]) "
-                             "or train a model with a larger n_ctx")
+            raise ValueError(f"sequence of length {T} exceeds n_ctx={self.n_ctx}; crop it "
+                             f"(e.g. {what}[:, -{self.n_ctx}:]) or train a model with a larger n_ctx")
         lo, hi = int(idx.min()), int(idx.max())
         if lo < 0 or hi >= self.vocab_size:
             raise ValueError(f"{what} holds token ids in [{lo}, {hi}], outside [0, vocab_size={self.vocab_size}); "
@@ -106,7 +107,7 @@ class ModelConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ModelConfig":
+    def from_dict(cls, data: dict) -> ModelConfig:
         return _from_dict(cls, data)
 
 
@@ -137,17 +138,21 @@ class TrainConfig:
         _positive_int(self, "steps", "batch_size", "eval_every", "eval_batches", "checkpoint_every")
         _require(isinstance(self.min_per_neuron, int) and self.min_per_neuron >= 0,
                  f"TrainConfig.min_per_neuron must be an integer >= 0, got {self.min_per_neuron!r}")
-        _require(isinstance(self.seed, int) and self.seed >= 0, f"TrainConfig.seed must be an integer >= 0, got {self.seed!r}")
+        _require(isinstance(self.seed, int) and self.seed >= 0,
+                 f"TrainConfig.seed must be an integer >= 0, got {self.seed!r}")
         _require(_is_number(self.lr) and self.lr > 0, f"TrainConfig.lr must be > 0, got {self.lr!r}")
         _check_density("TrainConfig.weight_density", self.weight_density)
         _require(isinstance(self.density_overrides, dict),
-                 f"TrainConfig.density_overrides must be a dict of parameter name -> density, got {self.density_overrides!r}")
+                 "TrainConfig.density_overrides must be a dict of parameter name -> density, "
+                 f"got {self.density_overrides!r}")
         for name, d in self.density_overrides.items():
             _check_density(f"TrainConfig.density_overrides[{name!r}]", d)
         _require(_is_number(self.anneal_start) and _is_number(self.anneal_end)
                  and 0 <= self.anneal_start <= self.anneal_end <= 1,
-                 f"TrainConfig needs 0 <= anneal_start <= anneal_end <= 1, got {self.anneal_start!r}, {self.anneal_end!r}")
-        _require(_is_number(self.warmup) and 0 <= self.warmup < 1, f"TrainConfig.warmup must be in [0, 1), got {self.warmup!r}")
+                 "TrainConfig needs 0 <= anneal_start <= anneal_end <= 1, "
+                 f"got {self.anneal_start!r}, {self.anneal_end!r}")
+        _require(_is_number(self.warmup) and 0 <= self.warmup < 1,
+                 f"TrainConfig.warmup must be in [0, 1), got {self.warmup!r}")
         for name in ("beta1", "beta2"):
             v = getattr(self, name)
             _require(_is_number(v) and 0 <= v < 1, f"TrainConfig.{name} must be in [0, 1), got {v!r}")
@@ -170,7 +175,7 @@ class TrainConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
+    def from_dict(cls, data: dict) -> TrainConfig:
         return _from_dict(cls, data)
 
 
@@ -191,7 +196,8 @@ PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
         TrainConfig(steps=60, batch_size=8, lr=1e-2, eval_every=20, eval_batches=2, checkpoint_every=20),
     ),
     "small": (
-        ModelConfig(vocab_size=256, n_ctx=128, d_model=128, n_layer=4, n_head=8, d_head=16, d_mlp=512, pos_emb="learned"),
+        ModelConfig(vocab_size=256, n_ctx=128, d_model=128, n_layer=4, n_head=8, d_head=16, d_mlp=512,
+                    pos_emb="learned"),
         TrainConfig(steps=2500, batch_size=16, lr=2e-2, eval_every=500, eval_batches=16, checkpoint_every=250),
     ),
 }

@@ -12,6 +12,12 @@ import numpy as np
 
 from .config import ModelConfig
 
+# The fixed constants of the model's math (DESIGN §1), one definition for both backends. Python floats, so that a
+# float32 array times a constant stays float32 (a NumPy float64 scalar would upcast it, NEP 50).
+RMS_EPS = 1e-5                       # RMSNorm: x / sqrt(mean(x²) + RMS_EPS) · g
+GELU_C = math.sqrt(2.0 / math.pi)    # tanh GELU: 0.5·x·(1 + tanh(GELU_C·(x + GELU_A·x³)))
+GELU_A = 0.044715
+
 
 def param_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Every parameter's name and shape, in the canonical order (the order of the init draws)."""
@@ -39,6 +45,22 @@ def param_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     if cfg.bigram:
         shapes["bigram.weight"] = (V, V)
     return shapes
+
+
+def check_shapes(shapes: dict, expected: dict[str, tuple[int, ...]], what: str = "parameters") -> None:
+    """Refuse, naming them, the names missing from `shapes` or not in `expected`, then the first shape that differs.
+
+    `shapes` maps names to the shapes of whatever holds them (NumPy or MLX arrays, safetensors slices); `expected` is
+    usually `param_shapes(config)`. The one check of names and shapes that models, optimizer state and checkpoint
+    files all go through, so their messages say the same thing the same way.
+    """
+    missing = [name for name in expected if name not in shapes]
+    extra = sorted(name for name in shapes if name not in expected)
+    if missing or extra:
+        raise ValueError(f"{what} and the model config differ: missing {missing}, unexpected {extra}")
+    for name, shape in expected.items():
+        if tuple(shapes[name]) != tuple(shape):
+            raise ValueError(f"{what}: {name!r} has shape {tuple(shapes[name])}, expected {tuple(shape)}")
 
 
 def init_params(cfg: ModelConfig, seed: int = 0, dtype=np.float32) -> dict[str, np.ndarray]:

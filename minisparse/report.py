@@ -48,13 +48,14 @@ def results_markdown(results: dict) -> str:
     head = results["headline"]
     lines = ["# minisparse reproduce", ""]
     if head["ratios"]:
-        lines += [f"**Headline:** at matched validation loss, the dense model's circuits have **{head['geomean']:.1f}×** "
-                  f"the edges of the 1/{round(1 / head['density'])}-dense model's (geometric mean over the tasks both "
-                  f"solve; over {len(head['ratios'])} training seed(s): {head['min']:.1f}–{head['max']:.1f}×, on "
+        seeds = f"{len(head['ratios'])} training seed(s): {head['min']:.1f}–{head['max']:.1f}×"
+        lines += [f"**Headline:** at matched validation loss, the dense model's circuits have "
+                  f"**{head['geomean']:.1f}×** the edges of the 1/{round(1 / head['density'])}-dense model's "
+                  f"(geometric mean over the tasks both solve; over {seeds}, on "
                   f"{'/'.join(map(str, head['n_tasks']))} tasks).", ""]
     else:
-        lines += ["**Headline:** no task is solved by both a sparse model of the headline density and its matched dense "
-                  "checkpoint with a circuit that passes the scorecard; see the tables below for why.", ""]
+        lines += ["**Headline:** no task is solved by both a sparse model of the headline density and its matched "
+                  "dense checkpoint with a circuit that passes the scorecard; see the tables below for why.", ""]
     lines += ["## Models and the tasks they solve", "",
               f"Full-model task loss on held-out prompts (nats; solved when ≤ {solved}; chance is {CHANCE:.3f}).", "",
               "| point | val bits/byte | solved | " + " | ".join(tasks) + " |", "|---|---|---|" + "---|" * len(tasks)]
@@ -67,7 +68,8 @@ def results_markdown(results: dict) -> str:
               "only the circuit ablated. Controls: held-out loss of the circuit pruned from a random model of the same "
               "sparsity / for shuffled labels. Zero abl.: edges / held-out loss with zero instead of mean ablation. "
               "Jaccard: mean node overlap between pruning seeds. (✗): pruning target not reached.", "",
-              "| point | task | nodes | edges | suff. | nec. | random ctl | shuffled ctl | zero abl. | Jaccard | verdict |",
+              "| point | task | nodes | edges | suff. | nec. | random ctl | shuffled ctl | zero abl. | Jaccard "
+              "| verdict |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     for point, by_task in cards.items():
         for t, card in by_task.items():
@@ -80,12 +82,14 @@ def results_markdown(results: dict) -> str:
             lines.append(f"| {point} | {t} | {c['n_nodes']} | {c['n_edges']}{'' if c['reached_target'] else ' (✗)'} "
                          f"| {c['sufficiency']:.2f} | {c['necessity']:.2f} | {ctl[0]} | {ctl[1]} | "
                          + (f"{zero['n_edges']} / {zero['sufficiency']:.2f}" if zero else "—") + " | "
-                         + (f"{card['stability']:.2f}" if "stability" in card else "—") + f" | {'**real**' if real else why} |")
+                         + (f"{card['stability']:.2f}" if "stability" in card else "—")
+                         + f" | {'**real**' if real else why} |")
     lines += ["", "## Dense vs sparse circuits", "",
               "Each sparse model against the dense checkpoint of the same seed whose validation loss is closest "
               "(matched) and against the final dense model. Ratio: geometric mean over the counted tasks of dense "
               "edges / sparse edges.", "",
-              "| sparse run | val bits/byte | compared with | its val bits/byte | tasks counted | ratio | not counted |",
+              "| sparse run | val bits/byte | compared with | its val bits/byte | tasks counted | ratio "
+              "| not counted |",
               "|---|---|---|---|---|---|---|"]
     for c in results["comparisons"]:
         for kind in ("matched", "final"):
@@ -131,7 +135,7 @@ def write_report(results: dict, out, *, load_model, task, circuit_file) -> None:
         circuit = Circuit.from_json(circuit_file(point, task_name))
         draw_circuit(circuit, out / "circuit.png", embeddings=False)
         explanations = explain(load_model(point), circuit, task(task_name))
-        (out / "explain.md").write_text(f"# {task_name} on {point}: {circuit.n_nodes} nodes, {circuit.n_edges} edges\n\n"
-                                        + explanations_markdown(explanations) + "\n")
+        title = f"# {task_name} on {point}: {circuit.n_nodes} nodes, {circuit.n_edges} edges\n\n"
+        (out / "explain.md").write_text(title + explanations_markdown(explanations) + "\n")
         text += f"\nThe smallest real sparse circuit: `{task_name}` on `{point}` (circuit.png, explain.md).\n"
     (out / "results.md").write_text(text)

@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, wait, FIRST_COMPLETED
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,10 +37,10 @@ from .circuits.prune import N_EVAL, ablation_means
 from .circuits.scorecard import SOLVED, node_jaccard, verdict
 from .config import PRESETS, preset
 from .data import eval_batches, load_corpus
+from .numpy.layers import cross_entropy_forward
 from .report import geomean, write_report
-from .sample import logits_of
 from .tasks import get_task, list_tasks, load_task_file
-from .train import METRICS_FILE, MODEL_FILE, cross_entropy, train
+from .train import METRICS_FILE, MODEL_FILE, train
 
 EVAL_BATCHES = 32        # validation batches (of 16 windows) behind every reported validation loss
 
@@ -160,7 +159,9 @@ def evaluate_job(experiment: Experiment, checkpoint: str, path: str) -> dict:
     model = load(checkpoint, backend=experiment.backend)
     cfg = model.config
     batches = eval_batches(load_corpus().val, 16, cfg.n_ctx, EVAL_BATCHES)
-    val = float(np.mean([cross_entropy(logits_of(model, x), y) for x, y in batches]))
+    logits = (np.asarray(model.forward(x)) for x, _ in batches)
+    val = float(np.mean([cross_entropy_forward(z.reshape(y.size, -1), y.reshape(-1))[0]
+                         for z, (_, y) in zip(logits, batches)]))
     tasks = {name: task_loss(model, TaskData.from_task(get_task(name), N_EVAL, cfg.n_ctx, "test", 0))
              for name in experiment.task_names}
     result = {"val_loss": val, "task_loss": tasks}

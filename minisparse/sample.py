@@ -4,16 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend import backend_of
 from .data import decode, encode
-
-
-def logits_of(model, idx: np.ndarray) -> np.ndarray:
-    """Logits (B, T, V) as a NumPy array from a NumPy or an MLX GPT."""
-    if backend_of(model) == "numpy":
-        return model.forward(idx)
-    import mlx.core as mx
-    return np.array(model(mx.array(idx)).astype(mx.float32))
 
 
 def generate(model, prompt: str, n_bytes: int = 200, temperature: float = 0.8, seed: int = 0) -> str:
@@ -24,7 +15,7 @@ def generate(model, prompt: str, n_bytes: int = 200, temperature: float = 0.8, s
     ids = list(encode(prompt)) or [ord("\n")]
     n_ctx = model.config.n_ctx
     for _ in range(n_bytes):
-        logits = logits_of(model, np.array([ids[-n_ctx:]], dtype=np.int64))[0, -1].astype(np.float64)
+        logits = np.asarray(model.forward(np.array([ids[-n_ctx:]])))[0, -1].astype(np.float64)
         if temperature == 0:
             ids.append(int(logits.argmax()))
             continue

@@ -1,8 +1,8 @@
 """Weight sparsity and activation sparsity: the NumPy reference of DESIGN §3 and AbsTopK (§1).
 
 Weight sparsity: after every optimizer step each sparsified matrix keeps its k(t) entries of largest |w|
-(`topk_mask`), with a minimum per neuron so that no neuron or token goes dead, and k(t) annealed from dense to the target
-(`density_at`, `k_at`). Activation sparsity: `abstopk` keeps the k largest-|x| channels of each vector.
+(`topk_mask`), with a minimum per neuron so that no neuron or token goes dead, and k(t) annealed from dense to the
+target (`density_at`, `k_at`). Activation sparsity: `abstopk` keeps the k largest-|x| channels of each vector.
 
 Every other part of minisparse (both backends, the optimizer, the tests) takes these rules from here.
 """
@@ -71,7 +71,8 @@ def topk_mask(w: np.ndarray, k: int, min_per_row: int = 0) -> np.ndarray:
     if w.ndim != 2:
         raise ValueError(f"topk_mask expects a 2-D matrix, got shape {w.shape}")
     if int(k) != k or k < 0 or int(min_per_row) != min_per_row or min_per_row < 0:
-        raise ValueError(f"topk_mask needs integers k >= 0 and min_per_row >= 0, got k={k!r}, min_per_row={min_per_row!r}")
+        raise ValueError(f"topk_mask needs integers k >= 0 and min_per_row >= 0, "
+                         f"got k={k!r}, min_per_row={min_per_row!r}")
     _check_finite(w, "weight matrix")
     if k >= w.size:  # the whole budget (a dense run, or early in the anneal): nothing to choose
         return np.ones(w.shape, dtype=bool)
@@ -127,7 +128,8 @@ def project_mask(name: str, w: np.ndarray, density: float, min_per_neuron: int) 
     return topk_mask(w.T, k, min_per_neuron).T
 
 
-def project_topk(params: dict[str, np.ndarray], densities: dict[str, float], min_per_neuron: int) -> dict[str, np.ndarray]:
+def project_topk(params: dict[str, np.ndarray], densities: dict[str, float],
+                 min_per_neuron: int) -> dict[str, np.ndarray]:
     """Zero, in place, all but the top-k entries of every sparsified parameter; return the masks.
 
     `densities` maps each sparsified parameter name to its density now (see `density_at`). Unsparsified tensors (norms,

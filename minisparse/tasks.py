@@ -42,8 +42,9 @@ import functools
 import keyword
 import re
 import string
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -224,9 +225,10 @@ _NOT_NAMES = set(keyword.kwlist) | set(keyword.softkwlist) | set(dir(builtins)) 
 _VOCAB_SIZE = 256
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def vocabulary() -> Vocabulary:
-    """Names and string contents harvested by regex from the training corpus (~0.1 s after the corpus is loaded; once per process)."""
+    """Names and string contents harvested by regex from the training corpus (~0.1 s after the corpus is loaded;
+    once per process)."""
     text = data.load_corpus().train.tobytes()
     assigned = collections.Counter(m.decode() for m in re.findall(rb"(?m)^[ \t]*([a-z][a-z0-9_]{1,9}) = ", text))
     quoted = collections.Counter(m.decode() for _, m in re.findall(rb"""(['"])([a-z][a-z ]{1,11})\1""", text))
@@ -247,8 +249,8 @@ def _most_common(counts: list[tuple[str, int]]) -> tuple[str, ...]:
 def fill(template: str, rng: np.random.Generator, **given: str) -> str:
     """Fill a format-string template. Slots passed in `given` are used as given; {name}, {name2}, ... get distinct
     corpus identifiers (up to 10 bytes), {short}, {short2}, ... distinct short ones (up to 5), {module}, {module2}, ...
-    distinct names of modules the corpus imports (up to 10 bytes), {text} a corpus string's content (up to 12 bytes, lowercase letters and spaces),
-    {num} an integer 0..99."""
+    distinct names of modules the corpus imports (up to 10 bytes), {text} a corpus string's content (up to 12 bytes,
+    lowercase letters and spaces), {num} an integer 0..99."""
     vocab = vocabulary()
     # Sorted, never set order: the order of draws from `rng` must not depend on string hashing (PYTHONHASHSEED).
     slots = sorted({field for _, field, _, _ in string.Formatter().parse(template) if field} - set(given))
@@ -419,7 +421,8 @@ register(Task(
     answers=("=", " "),
     templates={"train": [("{kw}{name} =", "if"), ("    {kw}{name} =", "if"), ("{kw}self.{name} =", "if"),
                          ("    {kw}{name}.{name2} =", "elif")],
-               "test": [("{kw}{name}.{short} =", "while"), ("        {kw}{name} =", "elif"), ("    {kw}{name}[{num}] =", "if")]},
+               "test": [("{kw}{name}.{short} =", "while"), ("        {kw}{name} =", "elif"),
+                        ("    {kw}{name}[{num}] =", "if")]},
     make=_make_assign_or_compare,
     max_len=34,
 ))
@@ -430,7 +433,8 @@ register(Task(
     "import_or_from", "after a module name: `from m` (space, ` import ...`) vs `import m` (newline)",
     answers=(" ", "\n"),
     templates={"train": ["{kw}{module}", "import {module2}\n{kw}{module}", '"""{text}."""\n\n{kw}{module}'],
-               "test": ["    {kw}{module}", "try:\n    {kw}{module}", "import {module2}\nimport {module3}\n{kw}{module}"]},
+               "test": ["    {kw}{module}", "try:\n    {kw}{module}",
+                        "import {module2}\nimport {module3}\n{kw}{module}"]},
     make=lambda template, answer, rng: fill(template, rng, kw=("from ", "import ")[answer]),
     max_len=53,
 ))
@@ -504,7 +508,8 @@ register(Task(
     answers=("c", "s"),
     templates={"train": ["    @{deco}\n    def {name}(", "\n    @{deco}\n    def {name}(",
                          "        return {name2}\n\n    @{deco}\n    def {name}("],
-               "test": ["class {name2}:\n    @{deco}\n    def {name}(", "    {name2} = {num}\n\n    @{deco}\n    def {name}("]},
+               "test": ["class {name2}:\n    @{deco}\n    def {name}(",
+                        "    {name2} = {num}\n\n    @{deco}\n    def {name}("]},
     make=lambda template, answer, rng: fill(template, rng, deco=("classmethod", "property")[answer]),
     max_len=63,
 ))

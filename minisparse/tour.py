@@ -59,7 +59,8 @@ def tour(out_dir="runs/tour", *, checkpoint=None, preset_name: str = "tiny", ste
     _section(f"4. Circuit sparsity: prune {task!r} to the channels it needs")
     circuit = prune_report(model, task, json_path=out / f"circuit-{task}.json")
     # the same prompts pruning used, every entry between the circuit's nodes counted, zero or not
-    data = TaskData.from_task(get_task(task), circuit.settings["n_examples"], cfg.n_ctx, "train", circuit.settings["seed"])
+    data = TaskData.from_task(get_task(task), circuit.settings["n_examples"], cfg.n_ctx, "train",
+                              circuit.settings["seed"])
     dense = circuit_edges(model.params, cfg, mask_from_nodes(circuit.nodes, site_sizes(cfg)), data.tokens,
                           data.answer_ids, nonzero_only=False)
     print(f"  {circuit.n_edges} edges; a dense model with the same nodes would have {len(dense)}: weight sparsity "

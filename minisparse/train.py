@@ -20,7 +20,6 @@ import numpy as np
 from .checkpoint import load_optimizer, read_checkpoint, save_optimizer, write_checkpoint
 from .config import ModelConfig, TrainConfig
 from .data import eval_batches, get_batch, load_corpus
-from .optim import init_state, optimizer_step
 from .sparsity import density_at
 
 MODEL_FILE, OPTIMIZER_FILE, METRICS_FILE = "model.safetensors", "optimizer.safetensors", "metrics.jsonl"
@@ -30,44 +29,12 @@ class TrainingDiverged(RuntimeError):
     """The loss or a gradient became NaN or inf; the last good checkpoint is kept."""
 
 
-def cross_entropy(logits: np.ndarray, targets: np.ndarray) -> float:
-    """Mean next-token cross-entropy in nats, computed in float64: (B, T, V), (B, T) -> scalar."""
-    z = logits.astype(np.float64)
-    z -= z.max(axis=-1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
-    return float(-np.take_along_axis(logp, targets[..., None], axis=-1).mean())
-
-
-class NumpyTrainer:
-    """The NumPy backend's training step: hand-written backward, then the DESIGN §3 optimizer step."""
-
-    def __init__(self, model, train_cfg: TrainConfig, opt_state: dict | None = None):
-        self.model, self.cfg = model, train_cfg
-        self.state = opt_state if opt_state is not None else init_state(model.params)
-
-    def step(self, x: np.ndarray, y: np.ndarray, step: int) -> float:
-        loss, grads = self.model.loss_and_grads(x, y)
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss} at step {step}")
-        optimizer_step(self.model.params, grads, self.state, step, self.cfg)
-        return loss
-
-    def eval_loss(self, x: np.ndarray, y: np.ndarray) -> float:
-        return cross_entropy(self.model.forward(x), y)
-
-    def params_numpy(self) -> dict[str, np.ndarray]:
-        return self.model.params
-
-    def opt_state_numpy(self) -> dict:
-        return self.state
-
-
 def make_trainer(backend: str, model_cfg: ModelConfig, train_cfg: TrainConfig, params=None, opt_state=None,
                  group=None):
     """A trainer for `backend` ("numpy" or "mlx"), from given params/optimizer state or freshly initialised.
     `group`: an `mx.distributed` group to train data-parallel over (MLX only)."""
     if backend == "numpy":
-        from .numpy import GPT
+        from .numpy import GPT, NumpyTrainer
         return NumpyTrainer(GPT(model_cfg, seed=train_cfg.seed, params=params), train_cfg, opt_state)
     if backend == "mlx":
         from .mlx import GPT, MLXTrainer
@@ -102,11 +69,11 @@ def kept_checkpoint_file(step: int) -> str:
 def _checkpoint(trainer, out: Path, model_cfg, train_cfg, step: int, fingerprint: str, keep: bool) -> None:
     # Optimizer first, model last: the model file's step is what a resume trusts, and load_optimizer checks they agree.
     # A kept copy is written before both, so a run killed in between re-writes it on resume rather than missing it.
-    params, meta = trainer.params_numpy(), {"corpus_fingerprint": fingerprint}
+    params, meta = trainer.numpy_params(), {"corpus_fingerprint": fingerprint}
     if keep:
         write_checkpoint(model_cfg, params, out / kept_checkpoint_file(step), step=step, train_config=train_cfg,
                          metadata=meta)
-    save_optimizer(trainer.opt_state_numpy(), out / OPTIMIZER_FILE, step=step)
+    save_optimizer(trainer.numpy_opt_state(), out / OPTIMIZER_FILE, step=step)
     write_checkpoint(model_cfg, params, out / MODEL_FILE, step=step, train_config=train_cfg, metadata=meta)
 
 

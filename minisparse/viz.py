@@ -1,6 +1,6 @@
 """Drawing a circuit: sites in forward order from left to right, kept channels as dots, weights as lines.
 
-    tokens | resid | L0.attn_in  L0.q  L0.k  L0.v  L0.attn_out  L0.mlp_in  L0.mlp_neuron  L0.mlp_out | L1 ... | resid | logits
+    tokens | resid | L0.attn_in L0.q L0.k L0.v L0.attn_out L0.mlp_in L0.mlp_neuron L0.mlp_out | L1 ... | resid | logits
 
 Only columns with a kept node are drawn. A line is an edge of the circuit: its width and opacity grow with |w|
 (relative to the largest |w| in the circuit), blue for positive weights, red for negative. The residual stream is an
@@ -38,7 +38,8 @@ def _layout(circuit, embeddings: bool = True):
     def column_of(name: str, as_src: bool) -> tuple[str, int]:
         m = _NODE.match(name)
         if m is None:
-            raise ValueError(f"cannot place node {name!r}; expected 'L{{l}}.{{site}}[i]', 'tok[t]', 'resid[c]' or 'logit[a]'")
+            raise ValueError(f"cannot place node {name!r}; "
+                             "expected 'L{l}.{site}[i]', 'tok[t]', 'resid[c]' or 'logit[a]'")
         layer, site, special, i = m.groups()
         if special is None:
             return f"L{layer}.{site}", int(i)

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from minisparse.checkpoint import (CheckpointError, load_optimizer, read_checkpoint, save_optimizer,
-                                   write_checkpoint)
+from minisparse.checkpoint import CheckpointError, load_optimizer, read_checkpoint, save_optimizer, write_checkpoint
 from minisparse.config import ModelConfig, TrainConfig
 from minisparse.params import init_params
 
@@ -41,14 +40,14 @@ def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path):
     before = path.read_bytes()
     bad = sparse_params(1)
     bad["wte.weight"] = object()  # the writer fails halfway
-    with pytest.raises(Exception):
+    with pytest.raises(TypeError):
         write_checkpoint(CFG, bad, path)
     assert path.read_bytes() == before, "a failed write must not touch the existing checkpoint"
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
 
 
-def _write_raw(path, tensors, config=CFG.to_json(), **meta):
-    metadata = {"format": "minisparse", "format_version": "1", "config": config, "step": "0"}
+def _write_raw(path, tensors, config=None, **meta):
+    metadata = {"format": "minisparse", "format_version": "1", "config": config or CFG.to_json(), "step": "0"}
     metadata.update(meta)
     save_file(tensors, str(path), metadata)
     return path
@@ -57,13 +56,13 @@ def _write_raw(path, tensors, config=CFG.to_json(), **meta):
 def test_missing_tensor_is_named(tmp_path):
     params = init_params(CFG)
     del params["lm_head.weight"]
-    with pytest.raises(CheckpointError, match=r"missing tensors \['lm_head.weight'\]"):
+    with pytest.raises(CheckpointError, match=r"missing \['lm_head.weight'\]"):
         read_checkpoint(_write_raw(tmp_path / "m.safetensors", params))
 
 
 def test_extra_tensor_is_named(tmp_path):
     params = {**init_params(CFG), "wpe.weight": np.zeros((8, 8), np.float32)}
-    with pytest.raises(CheckpointError, match=r"unexpected tensors \['wpe.weight'\]"):
+    with pytest.raises(CheckpointError, match=r"unexpected \['wpe.weight'\]"):
         read_checkpoint(_write_raw(tmp_path / "m.safetensors", params))
 
 
@@ -127,13 +126,12 @@ def test_optimizer_state_round_trips_and_checks_its_step(tmp_path):
 def test_a_checkpoint_from_one_backend_gives_the_same_logits_in_the_other(tmp_path, src, dst):
     pytest.importorskip("mlx.core")
     from minisparse import load, save
-    from minisparse.sample import logits_of
 
     model = load(write_checkpoint(CFG, sparse_params(3), tmp_path / "a.safetensors"), backend=src)
     save(model, tmp_path / "b.safetensors", step=5)
     other = load(tmp_path / "b.safetensors", backend=dst)
     idx = np.random.default_rng(0).integers(0, CFG.vocab_size, (2, CFG.n_ctx))
-    a, b = logits_of(model, idx), logits_of(other, idx)
+    a, b = np.asarray(model.forward(idx)), np.asarray(other.forward(idx))
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     for name, w in read_checkpoint(tmp_path / "b.safetensors")[1].items():
         np.testing.assert_array_equal(w, sparse_params(3)[name], err_msg=name)  # zeros and values survive both ways

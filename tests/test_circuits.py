@@ -11,8 +11,19 @@ from hypothesis import strategies as st
 
 from minisparse.circuits import Circuit, TaskData, bisect_min_k, circuit_edges, prune
 from minisparse.circuits.controls import random_model_like, run_controls, shuffled
-from minisparse.circuits.masks import (SURROGATE_TEMPERATURE, gates_from_mask, init_tau, keep_top, mask_from_nodes,
-                                       mean_ablation, node_names, step, surrogate_grad, tau_grads, zero_ablation)
+from minisparse.circuits.masks import (
+    SURROGATE_TEMPERATURE,
+    gates_from_mask,
+    heaviside,
+    init_tau,
+    keep_top,
+    mask_from_nodes,
+    mean_ablation,
+    node_names,
+    surrogate_grad,
+    tau_grads,
+    zero_ablation,
+)
 from minisparse.circuits.prune import binary_task_loss, task_loss, task_loss_and_gate_grads
 from minisparse.config import ModelConfig
 from minisparse.numpy import GPT
@@ -26,7 +37,8 @@ TASK = get_task("single_double_quote")
 def loud_params(cfg=CFG, seed=0, dtype=np.float64):
     """Init weights scaled up 25×: an untrained model at init has task-loss gradients of ~1e-9, too small for a
     finite-difference check to mean anything; scaled up, they are O(1e-2)."""
-    return {n: (w * 25 if n.endswith(".weight") and "norm" not in n else w) for n, w in init_params(cfg, seed, dtype).items()}
+    return {n: (w * 25 if n.endswith(".weight") and "norm" not in n else w)
+            for n, w in init_params(cfg, seed, dtype).items()}
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +103,7 @@ def test_tau_grads_are_straight_through_with_sigmoid_surrogate():
     s = 1 / (1 + np.exp(-tau["L0.q"] / T))
     np.testing.assert_allclose(surrogate_grad(tau["L0.q"]), s * (1 - s) / T)
     np.testing.assert_allclose(tau_grads({"L0.q": np.full(4, 2.0)}, tau)["L0.q"], 2.0 * s * (1 - s) / T)
-    np.testing.assert_array_equal(step(tau["L0.q"]), [0, 1, 1, 1])
+    np.testing.assert_array_equal(heaviside(tau["L0.q"]), [0, 1, 1, 1])
 
 
 def test_tau_init_and_clamp():
@@ -99,7 +111,7 @@ def test_tau_init_and_clamp():
     flat = np.concatenate(list(tau.values()))
     assert flat.size == sum(site_sizes(CFG).values())
     assert abs(flat.mean() - 0.1) < 0.002 and abs(flat.std() - 0.01) < 0.002
-    assert (flat >= -1).all() and (flat <= 1).all() and (step(flat) == 1).all()
+    assert (flat >= -1).all() and (flat <= 1).all() and (heaviside(flat) == 1).all()
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -109,7 +121,7 @@ def test_nothing_ablated_reproduces_the_unmasked_logits_exactly(data):
     model = GPT(CFG, params=loud_params(dtype=np.float32))
     means = {k: np.random.default_rng(0).normal(size=n) for k, n in site_sizes(CFG).items()}
     tau = {k: np.abs(t) * (np.arange(t.size) % 2) for k, t in init_tau(site_sizes(CFG)).items()}   # τ ≥ 0, some = 0
-    gates = gates_from_mask({k: step(t) for k, t in tau.items()}, means)
+    gates = gates_from_mask({k: heaviside(t) for k, t in tau.items()}, means)
     np.testing.assert_array_equal(model.forward_cached(data.idx, gates)[0], model.forward(data.idx))
 
 

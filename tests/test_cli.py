@@ -47,7 +47,8 @@ def test_tour_tells_the_three_sparsities_and_draws_a_circuit(tmp_path, capsys):
     printed = capsys.readouterr().out
     for section in ("Weight sparsity", "Activation sparsity", "Circuit sparsity"):
         assert section in printed
-    sparse, dense = map(int, re.search(r"(\d+) edges; a dense model with the same nodes would have (\d+)", printed).groups())
+    counts = re.search(r"(\d+) edges; a dense model with the same nodes would have (\d+)", printed)
+    sparse, dense = map(int, counts.groups())
     assert sparse <= dense, "counting every entry between the same nodes can only add edges"
     assert (tmp_path / "tour" / "circuit-single_double_quote.png").stat().st_size > 0
     assert (tmp_path / "tour" / "circuit-single_double_quote.json").exists()

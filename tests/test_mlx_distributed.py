@@ -73,8 +73,10 @@ def test_two_processes_on_half_batches_follow_one_process(tmp_path):
            sys.executable, "-m", "minisparse", *train, "--out", str(tmp_path / "two")]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     # mlx.launch exits 0 even when its processes fail, so look for the result, and show their output if it is missing
-    assert (tmp_path / "two" / "model.safetensors").exists(), f"no checkpoint from {' '.join(cmd)}\n{run.stdout}\n{run.stderr}"
-    logs = [[json.loads(line) for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()] for d in ("one", "two")]
+    assert (tmp_path / "two" / "model.safetensors").exists(), \
+        f"no checkpoint from {' '.join(cmd)}\n{run.stdout}\n{run.stderr}"
+    logs = [[json.loads(line) for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
+            for d in ("one", "two")]
     assert len(logs[1]) == 20, "only rank 0 writes the log: one line per step"
     np.testing.assert_allclose([r["loss"] for r in logs[1]], [r["loss"] for r in logs[0]], rtol=2e-5)
     assert logs[1][-1]["loss"] < logs[1][0]["loss"]

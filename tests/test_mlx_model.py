@@ -6,17 +6,16 @@ no stronger reference on the CPU: its exp and fast RMSNorm are only float32-accu
 
 Ties in AbsTopK. Exact ties do not occur: activations are continuous functions of random float weights, except for
 exact zeros, where the shared rule (`minisparse.sparsity.abstopk_mask`) makes the choice irrelevant: a row with fewer
-than k nonzeros passes whole, so no backend has to pick which zeros to keep. Near ties do occur: where the k-th and (k+1)-th largest |x| of a row are closer than the two backends' rounding difference
-(~1e-7 relative), each may keep a different channel, and everything downstream differs at O(1e-3), a true
-discontinuity rather than an error. So the NumPy reference is run once in float64 while recording, at every AbsTopK
-call, the gap between the k-th and (k+1)-th largest |x| relative to the row's largest; a draw whose smallest gap is
-below 1e-5 is rejected (`assume`), which hypothesis reports if it happens too often. Every accepted draw must then
-agree to the tolerances below with no exceptions.
+than k nonzeros passes whole, so no backend has to pick which zeros to keep. Near ties do occur: where the k-th and
+(k+1)-th largest |x| of a row are closer than the two backends' rounding difference (~1e-7 relative), each may keep a
+different channel, and everything downstream differs at O(1e-3), a true discontinuity rather than an error. So the
+NumPy reference is run once in float64 while recording, at every AbsTopK call, the gap between the k-th and (k+1)-th
+largest |x| relative to the row's largest; a draw whose smallest gap is below 1e-5 is rejected (`assume`), which
+hypothesis reports if it happens too often. Every accepted draw must then agree to the tolerances below with no
+exceptions.
 """
 
 from __future__ import annotations
-
-from unittest import mock
 
 import numpy as np
 import pytest
@@ -27,13 +26,13 @@ from hypothesis import assume, given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from mlx.utils import tree_flatten  # noqa: E402
 
+from agreement import as64, min_topk_gap, rel_max  # noqa: E402
 from minisparse.config import ModelConfig  # noqa: E402
 from minisparse.mlx import GPT, abstopk, gelu  # noqa: E402
 from minisparse.numpy import GPT as NumpyGPT  # noqa: E402
 from minisparse.numpy import layers  # noqa: E402
 from minisparse.params import SITES, param_shapes, site_sizes  # noqa: E402
 from minisparse.sparsity import abstopk as np_abstopk  # noqa: E402
-
 from strategies import examples, model_configs, tiny_params  # noqa: E402
 
 LOGIT_TOL, LOSS_TOL, GRAD_TOL = 1e-5, 1e-5, 1e-4
@@ -46,39 +45,6 @@ ALL_OPTIONS = [dict(pos_emb=p, attn_sink=s, bigram=b) for p in ("none", "learned
 def small_config(**kw) -> ModelConfig:
     base = dict(vocab_size=40, n_ctx=12, d_model=16, n_layer=2, n_head=2, d_head=8, d_mlp=32)
     return ModelConfig(**{**base, **kw})
-
-
-def rel_max(a, b, floor=0.0) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.abs(a - b).max() / max(np.abs(b).max(), floor, 1e-30))
-
-
-def as64(params: dict) -> dict:
-    return {n: w.astype(np.float64) for n, w in params.items()}
-
-
-def topk_gaps(params, cfg, idx, gates=None) -> dict[str, np.ndarray]:
-    """{site: [B, T] relative gap (|x|_(k) − |x|_(k+1)) / |x|_(1)} at every AbsTopK of a float64 NumPy forward."""
-    calls = []
-    real = layers.abstopk_mask
-
-    def recording(x, k):
-        a = np.sort(np.abs(x), axis=-1)[..., ::-1]               # descending
-        calls.append((a[..., k - 1] - a[..., k]) / np.maximum(a[..., 0], 1e-300))
-        return real(x, k)
-
-    g64 = {s: tuple(np.asarray(a, np.float64) for a in pair) for s, pair in (gates or {}).items()}
-    with mock.patch.object(layers, "abstopk_mask", recording):
-        NumpyGPT(cfg, params=as64(params)).forward_cached(idx, g64)
-    # AbsTopK is only called where it is not the identity (k < n); sites are visited in forward order
-    keys = [key for key, n in site_sizes(cfg).items() if cfg.topk(n) < n]
-    assert len(keys) == len(calls)
-    return {key: gap.reshape(np.shape(idx)) for key, gap in zip(keys, calls)}
-
-
-def min_topk_gap(params, cfg, idx, gates=None) -> float:
-    """Smallest relative gap over every row of every AbsTopK call (inf when AbsTopK is off)."""
-    return min((float(g.min()) for g in topk_gaps(params, cfg, idx, gates).values()), default=np.inf)
 
 
 def mlx_grads(model, idx, targets, gates=None):
@@ -174,9 +140,11 @@ def test_load_params_refuses_a_mismatch(change, match):
     (mx.array([[0.5]]), "must be an integer array"),
     (mx.array([[99]]), "outside"),
 ])
-def test_bad_token_ids_are_refused(idx, match):
-    with pytest.raises(ValueError, match=match):
-        GPT(small_config())(idx)
+def test_bad_token_ids_are_refused_as_the_numpy_model_refuses_them(idx, match):
+    model, twin = GPT(small_config()), NumpyGPT(small_config())
+    for call in (model, model.forward, model.site_activations, twin.forward, twin.site_activations):
+        with pytest.raises(ValueError, match=match):
+            call(idx)
 
 
 def test_bad_gates_are_refused():
@@ -227,12 +195,11 @@ def test_attention_sink_is_an_extra_softmax_logit():
     cfg = small_config(n_layer=1, attn_sink=True, afrac=1.0)
     model = GPT(cfg, params=tiny_params(cfg, seed=0))
     idx = np.arange(6)[None]
-    acts_lo, acts_hi = {}, {}
-    model(idx, activations=acts_lo)
+    acts_lo = model.site_activations(idx)
     model.blocks[0].attn.sink = mx.full((2,), 30.0)
-    model(idx, activations=acts_hi)
-    assert np.abs(np.array(acts_hi["L0.attn_out"]) - np.array(model.blocks[0].attn.o_proj.bias)).max() < 1e-6
-    assert np.abs(np.array(acts_lo["L0.attn_out"]) - np.array(model.blocks[0].attn.o_proj.bias)).max() > 1e-2
+    acts_hi = model.site_activations(idx)
+    assert np.abs(acts_hi["L0.attn_out"] - np.array(model.blocks[0].attn.o_proj.bias)).max() < 1e-6
+    assert np.abs(acts_lo["L0.attn_out"] - np.array(model.blocks[0].attn.o_proj.bias)).max() > 1e-2
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -246,7 +213,8 @@ def draw_gates(rng, cfg, share):
             for k in keys}
 
 
-@given(cfg=model_configs(), seed=st.integers(0, 2 ** 32 - 1), batch=st.integers(1, 3), gate_share=st.sampled_from([0, 0.3]))
+@given(cfg=model_configs(), seed=st.integers(0, 2 ** 32 - 1), batch=st.integers(1, 3),
+       gate_share=st.sampled_from([0, 0.3]))
 @examples(0.4)
 def test_logits_loss_and_gradients_match_numpy(cfg, seed, batch, gate_share):
     rng = np.random.default_rng(seed)
@@ -260,12 +228,12 @@ def test_logits_loss_and_gradients_match_numpy(cfg, seed, batch, gate_share):
     gates_np = {k: (g.astype(np.float64), mu.astype(np.float64)) for k, (g, mu) in gates_np.items()}
 
     logits_np, cache = theirs.forward_cached(idx, gates_np)
-    acts = {}
-    logits_mx = np.array(ours(idx, gates=gates_mx, activations=acts))
+    logits_mx = np.array(ours(idx, gates=gates_mx))
     assert rel_max(logits_mx, logits_np) < LOGIT_TOL
-    assert set(acts) == set(cache["sites"])
+    acts = ours.site_activations(idx, gates_mx)
+    assert list(acts) == list(cache["sites"])
     for key, a in cache["sites"].items():                   # the same channels kept at every site
-        np.testing.assert_array_equal(np.array(acts[key]) != 0, a != 0, err_msg=key)
+        np.testing.assert_array_equal(acts[key] != 0, a != 0, err_msg=key)
 
     loss_np, grads_np, gate_grads_np = numpy_grads(theirs, idx, targets, gates_np)
     loss_mx, grads_mx, gate_grads_mx = mlx_grads(ours, idx, targets, gates_mx)
@@ -296,7 +264,31 @@ def test_a_wider_model_matches_numpy(afrac):
 
 def test_sites_are_the_design_sites():
     cfg = small_config()
-    acts = {}
-    GPT(cfg)(np.zeros((2, 5), np.int64), activations=acts)
+    acts = GPT(cfg).site_activations(np.zeros((2, 5), np.int64))
     assert list(acts) == list(site_sizes(cfg))
     assert all(acts[f"L0.{s}"].shape == (2, 5, site_sizes(cfg)[f"L0.{s}"]) for s in SITES)
+
+
+def test_models_optimizer_state_and_checkpoints_refuse_a_missing_parameter_alike(tmp_path):
+    # one checker (minisparse.params.check_shapes) behind all four: the same fact, said the same way
+    from safetensors.numpy import save_file
+
+    from minisparse.checkpoint import CheckpointError, read_checkpoint
+    from minisparse.config import TrainConfig
+    from minisparse.mlx import MLXTrainer
+
+    cfg = small_config()
+    params = tiny_params(cfg, 0)
+    del params["lm_head.weight"]
+    said = []
+    for load in (lambda: NumpyGPT(cfg, params=params), lambda: GPT(cfg, params=params),
+                 lambda: MLXTrainer(GPT(cfg), TrainConfig(), state={"m": params, "v": params})):
+        with pytest.raises(ValueError) as e:
+            load()
+        said.append(str(e.value))
+    path = tmp_path / "m.safetensors"
+    save_file(params, str(path), {"format": "minisparse", "format_version": "1", "config": cfg.to_json()})
+    with pytest.raises(CheckpointError) as e:
+        read_checkpoint(path)
+    said.append(str(e.value))
+    assert all("missing ['lm_head.weight'], unexpected []" in s for s in said), said

@@ -11,14 +11,13 @@ import numpy as np
 import pytest
 
 mx = pytest.importorskip("mlx.core")
-from strategies import tiny_params  # noqa: E402
-from test_mlx_model import topk_gaps  # noqa: E402
-
+from agreement import rel_max, topk_gaps  # noqa: E402
 from minisparse.config import ModelConfig, TrainConfig, preset  # noqa: E402
 from minisparse.mlx import GPT, MLXTrainer  # noqa: E402
 from minisparse.numpy import GPT as NumpyGPT  # noqa: E402
 from minisparse.optim import init_state, lr_at, optimizer_step  # noqa: E402
 from minisparse.sparsity import is_sparsified  # noqa: E402
+from strategies import tiny_params  # noqa: E402
 
 
 def weight_atol(step: int, tcfg: TrainConfig) -> float:
@@ -63,10 +62,6 @@ def copy_state(state):
     return {k: {n: a.copy() for n, a in state[k].items()} for k in ("m", "v")}
 
 
-def rel_max(a, b) -> float:
-    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
-
-
 STEP_CASES = [
     # (model options, train options, step): mid-annealing with the minimum per neuron binding, at the target, dense
     (dict(), dict(weight_density=0.05, min_per_neuron=2), 6),
@@ -88,7 +83,7 @@ def test_one_step_matches_numpy(model_opts, train_opts, step):
     optimizer_step(theirs.params, grads, state, step, tcfg)
 
     assert abs(loss_mx - loss_np) <= 1e-5 * loss_np
-    ours, moments = trainer.params_numpy(), trainer.opt_state_numpy()
+    ours, moments = trainer.numpy_params(), trainer.numpy_opt_state()
     for name, w in theirs.params.items():
         if is_sparsified(name):
             np.testing.assert_array_equal(ours[name] != 0, w != 0, err_msg=f"nonzero positions of {name}")
@@ -111,10 +106,9 @@ def test_one_step_matches_numpy(model_opts, train_opts, step):
 
 def kept_set_flips(trainer, theirs, x) -> dict[str, np.ndarray]:
     """{site: [B, T] bool} where the two backends' AbsTopK keep different channels on batch x (forward order)."""
-    acts = {}
-    trainer.model(x, activations=acts)
+    acts = trainer.model.site_activations(x)
     sites = theirs.forward_cached(x)[1]["sites"]
-    flips = {k: ((np.array(a) != 0) != (sites[k] != 0)).any(-1) for k, a in acts.items()}
+    flips = {k: ((a != 0) != (sites[k] != 0)).any(-1) for k, a in acts.items()}
     return {k: f for k, f in flips.items() if f.any()}
 
 
@@ -158,7 +152,7 @@ def test_200_lockstep_training_steps_follow_numpy():
         loss, grads = theirs.loss_and_grads(x, y)
         optimizer_step(theirs.params, grads, state, step, tcfg)
         losses_np.append(loss)
-        ours = trainer.params_numpy()
+        ours = trainer.numpy_params()
         moved = moved_masks(ours, theirs.params)
         if moved and not flips:
             assert_projection_near_tie(ours, theirs.params, moved, step, atol=weight_atol(step, tcfg))
@@ -185,7 +179,7 @@ def test_free_running_training_agrees_until_its_first_near_tie():
         loss_mx = trainer.step(x, y, step)
         loss, grads = theirs.loss_and_grads(x, y)
         optimizer_step(theirs.params, grads, state, step, tcfg)
-        ours = trainer.params_numpy()
+        ours = trainer.numpy_params()
         moved = moved_masks(ours, theirs.params)
         if moved:
             assert_projection_near_tie(ours, theirs.params, moved, step, atol=1e-5)
@@ -216,7 +210,7 @@ def test_training_resumes_across_backends():
         losses.append(loss)
     trainer = MLXTrainer(GPT(cfg, params=model.params), tcfg, state=state)
     losses += [trainer.step(x, y, step) for step, (x, y) in batches[3:6]]
-    model, state = NumpyGPT(cfg, params=trainer.params_numpy()), trainer.opt_state_numpy()
+    model, state = NumpyGPT(cfg, params=trainer.numpy_params()), trainer.numpy_opt_state()
     for step, (x, y) in batches[6:]:
         loss, grads = model.loss_and_grads(x, y)
         optimizer_step(model.params, grads, state, step, tcfg)
@@ -242,13 +236,13 @@ def tiny_trainer_after_one_step(batch: int):
 
 def test_a_non_finite_gradient_raises_and_changes_nothing():
     trainer, x, y = tiny_trainer_after_one_step(batch=4)
-    params = trainer.params_numpy()
+    params = trainer.numpy_params()
     params["blocks.1.mlp.up_proj.bias"][0] = np.inf                      # inf·0 and inf−inf downstream: NaN gradients
     trainer.model.load_params(params)
-    moments = trainer.opt_state_numpy()
+    moments = trainer.numpy_opt_state()
     with pytest.raises(FloatingPointError, match=r"non-finite gradient in \[.*'wte.weight'.*\] at step 1"):
         trainer.step(x, y, 1)
-    after, moments_after = trainer.params_numpy(), trainer.opt_state_numpy()
+    after, moments_after = trainer.numpy_params(), trainer.numpy_opt_state()
     for name in params:
         np.testing.assert_array_equal(after[name], params[name], err_msg=name)
         for k in ("m", "v"):
@@ -272,14 +266,14 @@ def test_the_step_is_traced_once_while_lr_and_k_change(monkeypatch):
 
 def test_opt_state_round_trips_and_refuses_a_mismatch():
     trainer, _, _ = tiny_trainer_after_one_step(batch=2)
-    state = trainer.opt_state_numpy()
-    assert set(state) == {"m", "v"} and list(state["m"]) == list(init_state(trainer.params_numpy())["m"])
+    state = trainer.numpy_opt_state()
+    assert set(state) == {"m", "v"} and list(state["m"]) == list(init_state(trainer.numpy_params())["m"])
     other = MLXTrainer(GPT(trainer.model.config, seed=0), trainer.cfg, state=state)
     for k in ("m", "v"):
         for name, a in state[k].items():
-            np.testing.assert_array_equal(other.opt_state_numpy()[k][name], a)
+            np.testing.assert_array_equal(other.numpy_opt_state()[k][name], a)
     state["v"].pop("lm_head.weight")
-    with pytest.raises(ValueError, match=r"'v' does not match the model: missing \['lm_head.weight'\]"):
+    with pytest.raises(ValueError, match=r"'v'.*missing \['lm_head.weight'\]"):
         other.load_opt_state(state)
     with pytest.raises(ValueError, match="keys 'm' and 'v'"):
         other.load_opt_state({"m": state["m"]})

@@ -11,16 +11,12 @@ import math
 import numpy as np
 import pytest
 
+from agreement import rel_err  # tests/agreement.py
 from finite_differences import central_differences  # tests/finite_differences.py
 from minisparse.numpy import layers as L
 
 H_STEP = 1e-6
 TOL = 1e-6
-
-
-def rel_err(a, b):
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b), 1e-30))
 
 
 def numerical_grad(f, x, h=H_STEP):

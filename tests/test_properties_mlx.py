@@ -15,8 +15,19 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import (bad_values, densities, distinct_matrices, examples, matrices, min_per_row, model_configs,
-                        nonempty_shapes_2d, tiny_params, train_configs)
+
+from strategies import (
+    bad_values,
+    densities,
+    distinct_matrices,
+    examples,
+    matrices,
+    min_per_row,
+    model_configs,
+    nonempty_shapes_2d,
+    tiny_params,
+    train_configs,
+)
 
 mx = pytest.importorskip("mlx.core")
 from mlx.utils import tree_unflatten  # noqa: E402
@@ -24,19 +35,26 @@ from mlx.utils import tree_unflatten  # noqa: E402
 from minisparse import checkpoint  # noqa: E402
 from minisparse.config import TrainConfig  # noqa: E402
 from minisparse.mlx import GPT as MLXGPT  # noqa: E402
-from minisparse.mlx import MLXTrainer, SparseAdam, project_topk  # noqa: E402
+from minisparse.mlx import MLXTrainer, SparseAdam, project_matrix  # noqa: E402
 from minisparse.mlx import abstopk as mlx_abstopk  # noqa: E402
 from minisparse.numpy import GPT  # noqa: E402
 from minisparse.optim import init_state, optimizer_step  # noqa: E402
 from minisparse.params import param_shapes  # noqa: E402
-from minisparse.sparsity import abstopk, density_at, is_sparsified, k_at, min_axis, project_topk as np_project_topk  # noqa: E402
-from minisparse.sparsity import topk_mask  # noqa: E402
+from minisparse.sparsity import (  # noqa: E402
+    abstopk,
+    density_at,
+    is_sparsified,
+    k_at,
+    min_axis,
+    project_topk,
+    topk_mask,  # noqa: E402
+)
 
 
 def mlx_project(w: np.ndarray, k: int, j: int) -> np.ndarray:
     """The MLX projection of a matrix whose neurons are its rows, asked for the same k and j as `topk_mask`."""
     jj = min(j, w.shape[1])
-    return np.array(project_topk(mx.array(w), mx.array(min(k, w.size) - w.shape[0] * jj), jj))
+    return np.array(project_matrix(mx.array(w), mx.array(min(k, w.size) - w.shape[0] * jj), jj))
 
 
 @st.composite
@@ -111,8 +129,7 @@ def test_mlx_step_matches_the_numpy_step_and_the_schedule(setup):
     model_cfg, params, grads, step, cfg = setup
     model = MLXGPT(model_cfg, params=params)
     opt = SparseAdam(cfg, param_shapes(model_cfg))
-    hyper, needs = opt.schedule(step)
-    opt.update(model, as_tree(grads), hyper, needs)
+    opt.update(model, as_tree(grads), opt.schedule(step))
     mx.eval(model.parameters(), opt.state)
     got = model.numpy_params()
 
@@ -135,13 +152,13 @@ def test_mlx_step_with_a_non_finite_gradient_changes_nothing(setup, data, bad):
     model_cfg, params, grads, step, cfg = setup
     model = MLXGPT(model_cfg, params=params)
     opt = SparseAdam(cfg, param_shapes(model_cfg))
-    opt.update(model, as_tree(grads), *opt.schedule(0))  # a non-trivial state first
+    opt.update(model, as_tree(grads), opt.schedule(0))  # a non-trivial state first
     mx.eval(model.parameters(), opt.state)
     name = data.draw(st.sampled_from(sorted(grads)))
     grads[name].flat[data.draw(st.integers(0, grads[name].size - 1))] = bad
     before_w = model.numpy_params()
     before_s = {k: {n: np.array(a) for n, a in opt.state[k].items()} for k in ("m", "v")}
-    finite = opt.update(model, as_tree(grads), *opt.schedule(step))
+    finite = opt.update(model, as_tree(grads), opt.schedule(step))
     mx.eval(finite, model.parameters(), opt.state)
     assert [n for n, f in zip(opt.shapes, np.array(finite)) if not f] == [name]
     for n, w in model.numpy_params().items():
@@ -169,7 +186,7 @@ def test_every_step_of_an_mlx_training_run_obeys_the_schedule(model_cfg, data):
     for step in range(n_steps):
         idx = rng.integers(0, model_cfg.vocab_size, size=(B, T + 1))
         assert math.isfinite(trainer.step(idx[:, :-1], idx[:, 1:], step))
-        for name, w in trainer.params_numpy().items():
+        for name, w in trainer.numpy_params().items():
             if is_sparsified(name):
                 assert np.count_nonzero(w) <= allowed_nonzeros(name, w.shape, step, cfg), (name, step)
 
@@ -182,7 +199,7 @@ def test_every_step_of_an_mlx_training_run_obeys_the_schedule(model_cfg, data):
 def test_checkpoint_keeps_the_zero_pattern_across_backends(model_cfg, density, j, seed):
     """A projected model saved by either backend loads in either backend with every weight bitwise, zeros included."""
     numpy_model = GPT(model_cfg, seed=seed)
-    np_project_topk(numpy_model.params, {n: density for n in numpy_model.params if is_sparsified(n)}, j)
+    project_topk(numpy_model.params, {n: density for n in numpy_model.params if is_sparsified(n)}, j)
     want = numpy_model.params
     mlx_model = MLXGPT(model_cfg, params=want)
     with tempfile.TemporaryDirectory() as tmp:

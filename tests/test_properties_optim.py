@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
-from strategies import bad_values, examples, gradients, model_configs, tiny_params, train_configs
 
 from minisparse.config import TrainConfig
 from minisparse.numpy import GPT
 from minisparse.optim import densities_at, grad_rms, init_state, lr_at, optimizer_step
 from minisparse.params import param_shapes
 from minisparse.sparsity import density_at, is_sparsified, k_at, min_axis, project_mask
+from strategies import bad_values, examples, gradients, model_configs, tiny_params, train_configs
 
 steps = st.integers(0, 250)
 
@@ -64,7 +64,8 @@ def assert_bitwise_equal(a, b):
 
 @given(setups())
 def test_step_never_exceeds_the_scheduled_nonzeros(setup):
-    """After any step, every sparsified matrix holds at most k_at(density_at(step)) nonzeros, and its mask exactly that."""
+    """After any step, every sparsified matrix holds at most k_at(density_at(step)) nonzeros, and its mask exactly
+    that."""
     params, grads, step, cfg = setup
     masks = optimizer_step(params, grads, init_state(params), step, cfg)
     for name, w in params.items():
@@ -85,6 +86,7 @@ def test_step_masks_are_the_top_k_of_the_updated_weights(setup):
         w = params[name]
         density = densities_at(step, [name], cfg)[name]
         again = project_mask(name, w, density, cfg.min_per_neuron)
+        assert not w[~mask].any(), name               # the step zeroed everything off its mask
         np.testing.assert_array_equal(w * again, w)  # the step's result is already a fixed point of the projection
 
 

@@ -18,14 +18,34 @@ import pytest
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from strategies import (MAX_SIDE, bad_values, budgets, densities, distinct_matrices, examples, matrices, min_per_row,
-                        model_configs, nonempty_shapes_2d)
 
 from minisparse import checkpoint
 from minisparse.numpy import GPT, layers
 from minisparse.params import param_shapes
-from minisparse.sparsity import (abstopk, abstopk_mask, density_at, forced_count, is_sparsified, k_at, min_axis,
-                                 project_mask, project_topk, topk_mask)
+from minisparse.sparsity import (
+    abstopk,
+    abstopk_mask,
+    density_at,
+    forced_count,
+    is_sparsified,
+    k_at,
+    min_axis,
+    project_mask,
+    project_topk,
+    topk_mask,
+)
+from strategies import (
+    MAX_SIDE,
+    bad_values,
+    budgets,
+    densities,
+    distinct_matrices,
+    examples,
+    matrices,
+    min_per_row,
+    model_configs,
+    nonempty_shapes_2d,
+)
 
 
 def expected_count(w, k, j):
@@ -40,7 +60,7 @@ def kept_magnitudes(w, mask):
 
 
 @st.composite
-def problems(draw, matrix=matrices()):
+def problems(draw, matrix=matrices()):  # noqa: B008 (a hypothesis strategy, not a mutable default)
     """A top-k problem: a matrix, a budget k and a minimum per row."""
     w = draw(matrix)
     return w, draw(budgets(w)), draw(min_per_row)
@@ -111,7 +131,8 @@ def test_topk_depends_only_on_magnitude(problem, data):
 
 @given(problems(distinct_matrices()), st.integers(-20, 20))
 def test_topk_is_invariant_to_positive_scaling(problem, e):
-    """Multiplying the matrix by a positive number keeps the same entries (checked with 2^e, which is exact in floats)."""
+    """Multiplying the matrix by a positive number keeps the same entries (checked with 2^e, which is exact in
+    floats)."""
     w, k, j = problem
     np.testing.assert_array_equal(topk_mask(w * np.float32(2.0 ** e), k, j), topk_mask(w, k, j))
 

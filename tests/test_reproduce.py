@@ -44,14 +44,15 @@ def test_reproduce_end_to_end(finished):
             card = results["circuits"][point][t]
             assert set(card["circuit"]["controls"]) == {"random_model", "shuffled_labels"}
             assert "zero_ablation" in card and len(card["seeds"]) == 1 and 0 <= card["stability"] <= 1
-            assert Circuit.from_json(out / "circuits" / point / f"{t}.circuit.json").n_edges == card["circuit"]["n_edges"]
+            saved = Circuit.from_json(out / "circuits" / point / f"{t}.circuit.json")
+            assert saved.n_edges == card["circuit"]["n_edges"]
     # the sparse model's circuit edges are nonzero weights: never more than the dense model's count of every entry
     # between the same nodes, and the comparison reports exactly the tasks it counts or excludes
     (comparison,) = results["comparisons"]
     for kind in ("matched", "final"):
         m = comparison[kind]
         assert sorted(m["tasks"] + list(m["excluded"])) == sorted(TASKS)
-        for t, numbers in m["per_task"].items():
+        for numbers in m["per_task"].values():
             assert numbers["ratio"] == numbers["dense_edges"] / max(1, numbers["sparse_edges"])
     text = (out / "results.md").read_text()
     for point in finals:

@@ -8,9 +8,10 @@ import pytest
 
 from minisparse.checkpoint import read_checkpoint
 from minisparse.config import ModelConfig, TrainConfig
+from minisparse.numpy import NumpyTrainer
 from minisparse.optim import densities_at
 from minisparse.sparsity import k_at, min_axis
-from minisparse.train import MODEL_FILE, NumpyTrainer, TrainingDiverged, make_trainer, train
+from minisparse.train import MODEL_FILE, TrainingDiverged, make_trainer, train
 
 CFG = ModelConfig(vocab_size=256, n_ctx=16, d_model=16, n_layer=2, n_head=2, d_head=8, d_mlp=32)
 TCFG = TrainConfig(steps=12, batch_size=4, lr=1e-2, weight_density=0.25, eval_every=6, eval_batches=2,
@@ -96,6 +97,8 @@ def test_an_update_that_overflows_the_weights_is_reported_as_divergence():
     grads["lm_head.weight"][0, 0] = -1.0
     from minisparse.optim import optimizer_step
     with pytest.raises(FloatingPointError, match="overflowed the weights"):
-        optimizer_step(trainer.model.params, grads, trainer.state, 5, dataclasses.replace(TCFG, lr=1e33, weight_decay=0.0))
+        optimizer_step(trainer.model.params, grads, trainer.state, 5,
+                       dataclasses.replace(TCFG, lr=1e33, weight_decay=0.0))
     with pytest.raises(ValueError, match=r"gradient shapes differ from their parameters for \['lm_head.weight'\]"):
-        optimizer_step(trainer.model.params, {**grads, "lm_head.weight": np.zeros(3, np.float32)}, trainer.state, 5, TCFG)
+        optimizer_step(trainer.model.params, {**grads, "lm_head.weight": np.zeros(3, np.float32)}, trainer.state, 5,
+                       TCFG)

@@ -12,7 +12,8 @@ def tiny_circuit() -> Circuit:
     edges = [("tok[39]", "resid[3]", 0.8), ("tok[34]", "resid[3]", -0.5),
              ("L0.attn_in[3]", "L0.q[5]", 0.9), ("L0.attn_in[3]", "L0.k[2]", -0.4), ("L0.attn_in[3]", "L0.v[7]", 1.2),
              ("L0.v[7]", "L0.attn_out[1]", -0.7), ("L1.mlp_in[1]", "L1.mlp_neuron[12]", 0.6),
-             ("L1.mlp_neuron[12]", "L1.mlp_out[4]", 0.3), ("resid[1]", "logit[39]", 0.5), ("resid[4]", "logit[34]", -0.9)]
+             ("L1.mlp_neuron[12]", "L1.mlp_out[4]", 0.3), ("resid[1]", "logit[39]", 0.5),
+             ("resid[4]", "logit[34]", -0.9)]
     nodes = ["L0.attn_in[3]", "L0.q[5]", "L0.k[2]", "L0.v[7]", "L0.attn_out[1]", "L1.mlp_in[1]", "L1.mlp_neuron[12]",
              "L1.mlp_out[4]"]
     return Circuit(task="single_double_quote", nodes=nodes, edges=edges, task_loss=0.12, sufficiency=0.13,

@@ -32,8 +32,8 @@ def prune_report(checkpoint, task, *, backend: str = "numpy", json_path=None, co
     from minisparse.checkpoint import load
     from minisparse.tasks import get_task
 
-    model = load(checkpoint, backend=backend) if isinstance(checkpoint, (str, bytes)) or hasattr(checkpoint, "__fspath__") \
-        else checkpoint
+    is_path = isinstance(checkpoint, (str, bytes)) or hasattr(checkpoint, "__fspath__")
+    model = load(checkpoint, backend=backend) if is_path else checkpoint
     task = get_task(task) if isinstance(task, str) else task
     prune_kwargs.setdefault("log", log)
     circuit = prune_with_controls(model, task, **prune_kwargs) if controls else prune(model, task, **prune_kwargs)
@@ -53,8 +53,8 @@ def results_table(rows) -> str:
         ctl = []
         for name in CONTROLS:
             d = c.controls.get(name)
-            ctl.append("—" if d is None else
-                       f"{d['n_nodes']} / {d['n_edges']} / {d['sufficiency']:.3f}" + ("" if d["reached_target"] else " (✗)"))
+            missed = "" if d is None or d["reached_target"] else " (✗)"
+            ctl.append("—" if d is None else f"{d['n_nodes']} / {d['n_edges']} / {d['sufficiency']:.3f}{missed}")
         lines.append(f"| {c.task} | {model_name} | {c.n_nodes} | {c.n_edges} | {c.task_loss:.3f}"
                      f"{'' if c.reached_target else ' (✗)'} | {c.sufficiency:.3f} | {c.necessity:.3f} | "
                      f"{c.full_loss:.3f} | {ctl[0]} | {ctl[1]} |")

@@ -57,7 +57,8 @@ class Circuit:
                  f"necessity {self.necessity:.3f} (circuit ablated)"]
         for name, c in self.controls.items():
             lines.append(f"  control {name}: {c.get('n_nodes')} nodes, {c.get('n_edges')} edges, "
-                         f"task loss {c.get('task_loss', float('nan')):.3f}, held out {c.get('sufficiency', float('nan')):.3f}"
+                         f"task loss {c.get('task_loss', float('nan')):.3f}, "
+                         f"held out {c.get('sufficiency', float('nan')):.3f}"
                          f"{'' if c.get('reached_target', True) else ' (target NOT reached)'}")
         return "\n".join(lines)
 
@@ -71,7 +72,7 @@ class Circuit:
         return text
 
     @classmethod
-    def from_json(cls, text_or_path) -> "Circuit":
+    def from_json(cls, text_or_path) -> Circuit:
         """Read back what `to_json` wrote: a JSON string, or a path to a file holding one."""
         text = str(text_or_path)
         if not text.lstrip().startswith("{"):

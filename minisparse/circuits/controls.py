@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from minisparse.checkpoint import model_params
+from minisparse.params import init_params
 from minisparse.sparsity import is_sparsified, topk_mask
 
 from .circuit import Circuit
@@ -31,20 +31,13 @@ CONTROLS = ("random_model", "shuffled_labels")
 def random_model_like(model, seed: int = 1):
     """A freshly initialised model of `model`'s backend, config and dtype, each sparsified matrix keeping only as many
     nonzeros (its largest |w|) as the same matrix of `model`."""
-    from minisparse.params import init_params
-
-    source = model_params(model)
-    dtype = next(iter(source.values())).dtype
-    params = init_params(model.config, seed, dtype)
+    source = model.numpy_params()
+    params = init_params(model.config, seed, next(iter(source.values())).dtype)
     for name, w in params.items():
         nnz = int(np.count_nonzero(source[name]))
         if is_sparsified(name) and nnz < w.size:
             w *= topk_mask(w, nnz)
-    if isinstance(getattr(model, "params", None), dict):
-        from minisparse.numpy import GPT
-        return GPT(model.config, params=params)
-    from minisparse.mlx import GPT
-    return GPT(model.config, dtype=model.dtype, params=params)
+    return type(model)(model.config, dtype=model.dtype, params=params)
 
 
 def shuffled(data: TaskData, seed: int) -> TaskData:

@@ -21,7 +21,7 @@ import numpy as np
 from minisparse.data import get_batch, load_corpus
 
 from .circuit import Circuit
-from .masks import gates_from_mask, mask_from_nodes, parse_node, site_activations
+from .masks import gates_from_mask, mask_from_nodes, parse_node
 from .prune import TaskData, ablation_means, task_loss
 
 CONTEXT_BYTES = 24     # bytes of text shown before (and including) the byte a node fires on
@@ -65,7 +65,7 @@ def top_contexts(model, nodes: list[str], *, n_contexts: int = 5, n_windows: int
     for b in range(0, n_windows, 16):
         x, _ = get_batch(data, min(16, n_windows - b), n_ctx, seed, b)
         windows.append(x)
-        for key, a in site_activations(model, x).items():
+        for key, a in model.site_activations(x).items():
             if key in wanted:
                 acts[key].append(a[..., wanted[key]])                       # [B, T, kept channels of this site]
     tokens = np.concatenate(windows)                                         # [W, T]
@@ -130,5 +130,6 @@ def explanations_markdown(explanations: list[NodeExplanation], n_contexts: int =
              "|---|---|---|---|---|"]
     for e in explanations:
         shown = "<br>".join(f"`{show_context(text)}` {act:+.2f}" for text, act in e.contexts[:n_contexts])
-        lines.append(f"| {e.node} | {e.firing_rate:.1%} | {e.delta_in_circuit:+.3f} | {e.delta_in_model:+.3f} | {shown} |")
+        lines.append(f"| {e.node} | {e.firing_rate:.1%} | {e.delta_in_circuit:+.3f} | {e.delta_in_model:+.3f} "
+                     f"| {shown} |")
     return "\n".join(lines)

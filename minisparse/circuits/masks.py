@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from minisparse.backend import backend_of
 from minisparse.data import get_batch, load_corpus
 from minisparse.params import site_sizes
 
@@ -40,7 +39,7 @@ def init_tau(sizes: dict[str, int], seed: int = 0) -> dict[str, np.ndarray]:
             for key, n in sizes.items()}
 
 
-def step(tau: np.ndarray) -> np.ndarray:
+def heaviside(tau: np.ndarray) -> np.ndarray:
     """H(τ): [n] -> [n] float64, 1 where τ ≥ 0 (kept), 0 where τ < 0 (ablated). τ = 0 counts as kept, so that
     "every τ ≥ 0" means "nothing ablated"."""
     return (np.asarray(tau) >= 0).astype(np.float64)
@@ -64,7 +63,8 @@ def tau_grads(gate_grads: dict[str, np.ndarray], tau: dict[str, np.ndarray],
             for key in tau}
 
 
-def keep_top(tau: dict[str, np.ndarray], k: int, tiebreak: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+def keep_top(tau: dict[str, np.ndarray], k: int,
+             tiebreak: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """A 0/1 mask keeping the `k` nodes of largest τ over all sites.
 
     Equal τ (e.g. several nodes pinned at the clamp τ = 1) are ordered by `tiebreak`, smallest first (pruning passes
@@ -110,19 +110,6 @@ def mask_from_nodes(nodes, sizes: dict[str, int]) -> dict[str, np.ndarray]:
 # ----------------------------------------------------------------------------------------------------------------------
 # What an ablated node is replaced with.
 
-def site_activations(model, idx: np.ndarray) -> dict[str, np.ndarray]:
-    """{site: [B, T, n]} activations after each site's AbsTopK (before any gate), as float64 NumPy arrays."""
-    if backend_of(model) == "mlx":
-        import mlx.core as mx
-
-        acts: dict = {}
-        model.forward(mx.array(np.asarray(idx), dtype=mx.int32), None, acts)
-        mx.eval(acts)
-        return {key: np.array(a, dtype=np.float64) for key, a in acts.items()}
-    _, cache = model.forward_cached(idx)
-    return {key: a.astype(np.float64) for key, a in cache["sites"].items()}
-
-
 def mean_ablation(model, data: np.ndarray | None = None, *, n_batches: int = 4, batch_size: int = 16,
                   n_ctx: int | None = None, seed: int = 0) -> dict[str, np.ndarray]:
     """{site: [n]} each node's mean activation over pretraining text: what mean ablation replaces a pruned node with.
@@ -138,8 +125,8 @@ def mean_ablation(model, data: np.ndarray | None = None, *, n_batches: int = 4, 
     count = 0
     for i in range(n_batches):
         x, _ = get_batch(data, batch_size, n_ctx, seed, i)
-        for key, a in site_activations(model, x).items():
-            sums[key] += a.reshape(-1, a.shape[-1]).sum(axis=0)
+        for key, a in model.site_activations(x).items():
+            sums[key] += a.reshape(-1, a.shape[-1]).sum(axis=0, dtype=np.float64)
         count += x.size
     return {key: s / count for key, s in sums.items()}
 

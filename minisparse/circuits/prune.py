@@ -12,28 +12,36 @@ Task loss is the mean binary cross-entropy between the two answer tokens' logits
 with z = logit[answers[1]] − logit[answers[0]] and label y ∈ {0, 1},  loss = softplus((1 − 2y)·z) = −log σ(±z),
 so only the difference of the two logits matters (log 2 ≈ 0.693 is chance).
 
-Both backends work: a NumPy GPT gives dL/dg from its hand-written backward, an MLX GPT from autograd.
+Both backends work: a NumPy GPT gives dL/dg from its hand-written backward, an MLX GPT from autograd, through the
+surface they share (`loss_and_gate_grads`).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
-from minisparse.backend import backend_of
 from minisparse import data as corpus_data
-from minisparse.checkpoint import model_params
 from minisparse.params import site_sizes
 
 from .circuit import Circuit
 from .edges import circuit_edges
-from .masks import (SURROGATE_TEMPERATURE, gates_from_mask, init_tau, keep_top, mean_ablation, node_names, step,
-                    surrogate_grad, tau_grads, zero_ablation)
-
+from .masks import (
+    SURROGATE_TEMPERATURE,
+    gates_from_mask,
+    heaviside,
+    init_tau,
+    keep_top,
+    mean_ablation,
+    node_names,
+    surrogate_grad,
+    tau_grads,
+    zero_ablation,
+)
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Task data and task loss
@@ -41,7 +49,8 @@ from .masks import (SURROGATE_TEMPERATURE, gates_from_mask, init_tau, keep_top, 
 @dataclass(frozen=True)
 class TaskData:
     """A task's prompts as model input: idx [B, T] (prompts end at the last position), labels [B] in {0, 1},
-    answer_ids [2] (the two answer tokens), tokens (the distinct token ids that appear in the prompts, padding excluded)."""
+    answer_ids [2] (the two answer tokens), tokens (the distinct token ids that appear in the prompts, padding
+    excluded)."""
 
     idx: np.ndarray
     labels: np.ndarray
@@ -49,13 +58,13 @@ class TaskData:
     tokens: np.ndarray
 
     @classmethod
-    def from_task(cls, task, n: int, n_ctx: int, split: str = "train", seed: int = 0) -> "TaskData":
+    def from_task(cls, task, n: int, n_ctx: int, split: str = "train", seed: int = 0) -> TaskData:
         idx, labels = task.batch(n, n_ctx, split, seed)
         prompts = [corpus_data.encode(ex.prompt)[-n_ctx:] for ex in task.examples(n, split, seed)]
         tokens = np.unique(np.concatenate(prompts)).astype(np.int64)
         return cls(idx, labels, task.answer_ids, tokens)
 
-    def with_labels(self, labels: np.ndarray) -> "TaskData":
+    def with_labels(self, labels: np.ndarray) -> TaskData:
         return TaskData(self.idx, np.asarray(labels, dtype=np.int64), self.answer_ids, self.tokens)
 
 
@@ -70,49 +79,24 @@ def binary_task_loss(last_logits: np.ndarray, labels: np.ndarray, answer_ids) ->
     return loss, dz
 
 
-def _mlx_gates(model, gates: dict) -> dict:
-    import mlx.core as mx
-
-    return {key: (mx.array(np.asarray(g), dtype=model.dtype), mx.array(np.asarray(mu), dtype=model.dtype))
-            for key, (g, mu) in gates.items()}
-
-
 def task_loss(model, data: TaskData, gates: dict | None = None) -> float:
     """Task loss of `model` (NumPy or MLX) on `data` with the given gates {site: (g, μ)} (None: the full model)."""
-    if backend_of(model) == "mlx":
-        import mlx.core as mx
-
-        logits = model.forward(mx.array(data.idx, dtype=mx.int32), _mlx_gates(model, gates or {}))
-        last = np.array(logits[:, -1, :].astype(mx.float32))
-    else:
-        last = model.forward_cached(data.idx, gates)[0][:, -1, :]
+    last = np.asarray(model.forward(data.idx, gates))[:, -1, :]
     return binary_task_loss(last, data.labels, data.answer_ids)[0]
 
 
 def task_loss_and_gate_grads(model, data: TaskData, gates: dict) -> tuple[float, dict[str, np.ndarray]]:
     """(task loss, {site: [n] dL/dg}) at the given gates, from the NumPy backward or MLX autograd."""
     a0, a1 = (int(a) for a in data.answer_ids)
-    if backend_of(model) == "mlx":
-        import mlx.core as mx
 
-        idx = mx.array(data.idx, dtype=mx.int32)
-        sign = mx.array(1.0 - 2.0 * data.labels.astype(np.float64), dtype=model.dtype)
-        mx_gates = _mlx_gates(model, gates)
-        mus = {key: mu for key, (_, mu) in mx_gates.items()}
+    def loss_fn(logits):
+        loss, dz = binary_task_loss(logits[:, -1, :], data.labels, data.answer_ids)
+        dlogits = np.zeros_like(logits)
+        dlogits[:, -1, a1] = dz
+        dlogits[:, -1, a0] = -dz
+        return loss, dlogits
 
-        def loss_fn(gs):
-            last = model.forward(idx, {key: (gs[key], mus[key]) for key in gs})[:, -1, :]
-            return mx.mean(mx.logaddexp(mx.array(0.0, dtype=model.dtype), sign * (last[:, a1] - last[:, a0])))
-
-        loss, grads = mx.value_and_grad(loss_fn)({key: g for key, (g, _) in mx_gates.items()})
-        mx.eval(loss, grads)
-        return float(loss), {key: np.array(g, dtype=np.float64) for key, g in grads.items()}
-    logits, cache = model.forward_cached(data.idx, gates)
-    loss, dz = binary_task_loss(logits[:, -1, :], data.labels, data.answer_ids)
-    dlogits = np.zeros_like(logits)
-    dlogits[:, -1, a1] = dz
-    dlogits[:, -1, a0] = -dz
-    _, gate_grads = model.backward(dlogits, cache)
+    loss, gate_grads = model.loss_and_gate_grads(data.idx, gates, loss_fn)
     return loss, {key: g.astype(np.float64) for key, g in gate_grads.items()}
 
 
@@ -126,7 +110,8 @@ def bisect_min_k(loss_of_k: Callable[[int], float], lo: int, hi: int, target: fl
         raise ValueError(f"bisect_min_k needs lo <= hi, got lo={lo}, hi={hi}")
     if loss_of_k(hi) > target:
         return None
-    while lo < hi:                  # invariant: loss_of_k(hi) <= target, and every k < lo is known (or assumed) > target
+    # invariant: loss_of_k(hi) <= target, and every k < lo is known (or assumed) > target
+    while lo < hi:
         mid = (lo + hi) // 2
         if loss_of_k(mid) <= target:
             hi = mid
@@ -160,7 +145,7 @@ def optimise_tau(model, data: TaskData, means: dict[str, np.ndarray], *, k_coef:
     v = {key: np.zeros_like(t) for key, t in tau.items()}
     history = []
     for t in range(1, steps + 1):
-        mask = {key: step(x) for key, x in tau.items()}
+        mask = {key: heaviside(x) for key, x in tau.items()}
         loss, gate_grads = task_loss_and_gate_grads(model, data, gates_from_mask(mask, means))
         grads = tau_grads(gate_grads, tau, temperature)
         for key in tau:
@@ -204,7 +189,7 @@ def prune(model, task, *, k_coef: float = 1e-3, steps: int = 100, lr: float = 0.
         return losses[k]
 
     n_total = sum(t.size for t in tau.values())
-    n_chosen = int(sum(step(t).sum() for t in tau.values()))      # the optimiser's own circuit: τ ≥ 0
+    n_chosen = int(sum(heaviside(t).sum() for t in tau.values()))      # the optimiser's own circuit: τ ≥ 0
     # Bisect below the optimiser's circuit first: it was fitted to the task and may beat the whole model (whose loss
     # need not be ≤ target); only if it misses the target, widen to every node.
     k = bisect_min_k(loss_of_k, 0, n_chosen, target_loss)
@@ -215,7 +200,7 @@ def prune(model, task, *, k_coef: float = 1e-3, steps: int = 100, lr: float = 0.
         k = n_chosen
     mask = keep_top(tau, k, momentum)
     inverse = {key: 1.0 - m for key, m in mask.items()}
-    edges = circuit_edges(model_params(model), model.config, mask, data.tokens, data.answer_ids,
+    edges = circuit_edges(model.numpy_params(), model.config, mask, data.tokens, data.answer_ids,
                           nonzero_only=nonzero_only)
     if log:
         log(f"bisection ({len(losses)} evaluations): {k} nodes give task loss {loss_of_k(k):.4f}; target {target_loss} "
@@ -234,7 +219,7 @@ def prune(model, task, *, k_coef: float = 1e-3, steps: int = 100, lr: float = 0.
         answers=tuple(getattr(task, "answers", ("", ""))),
         settings={"k_coef": k_coef, "steps": steps, "lr": lr, "ablation": ablation, "seed": seed,
                   "n_examples": len(data.labels), "n_eval": len(eval_data.labels), "nonzero_only": nonzero_only,
-                  "surrogate_temperature": SURROGATE_TEMPERATURE, "backend": "mlx" if backend_of(model) == "mlx" else "numpy",
+                  "surrogate_temperature": SURROGATE_TEMPERATURE, "backend": model.backend,
                   "final_opt_loss": history[-1]["task_loss"] if history else math.nan,
                   "final_opt_nodes": history[-1]["n_kept"] if history else n_total,
                   "seconds": round(time.perf_counter() - t0, 2)},

@@ -12,7 +12,7 @@ Shape legend:
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -20,11 +20,7 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
 from ..config import ModelConfig
-from ..params import check_gates, init_params, param_shapes
-
-RMS_EPS = 1e-5
-GELU_C = math.sqrt(2.0 / math.pi)
-GELU_A = 0.044715
+from ..params import GELU_A, GELU_C, RMS_EPS, check_gates, check_shapes, init_params, param_shapes
 
 # A site function applies one activation site (AbsTopK, then the optional pruning gate) to the output of a layer:
 # site("q", x) -> x'. Blocks call it by site name; the GPT builds one per layer.
@@ -132,8 +128,9 @@ class GPT(nn.Module):
     """The weight-sparse GPT of DESIGN §1 in MLX.
 
     `GPT(config, seed=0)` takes its weights from `init_params(config, seed)` (or from `params`, a flat dict of the
-    DESIGN §2 names). `model(idx)` checks `idx` and returns logits; `model.forward(idx)` is the same without the checks,
-    for use inside `mx.compile`d and transformed functions (checking values needs them evaluated).
+    DESIGN §2 names). `model(idx)`, or `model.forward(idx)`, checks `idx` and returns logits; `forward_unchecked` is the
+    same without the checks, for use inside `mx.compile`d and transformed functions (checking values needs them
+    evaluated). `site_activations`, `loss_and_gate_grads` and `numpy_params` answer as the NumPy model's do.
 
     `dtype` is float32 by default. float64 runs on the CPU only (Metal has none), and even there MLX's exp and fast
     RMSNorm are float32-accurate (~2e-7 relative, measured), so it is no stronger reference than float32.
@@ -159,24 +156,61 @@ class GPT(nn.Module):
             params = init_params(config, seed, dtype=np.float64 if dtype == mx.float64 else np.float32)
         self.load_params(params)
 
-    # --- forward ------------------------------------------------------------------------------------------------
+    # --- the surface both backends share (DESIGN §6) --------------------------------------------------------------
 
-    def __call__(self, idx, gates: dict | None = None, activations: dict | None = None) -> mx.array:
-        """Logits [B, T, V] for token ids `idx` [B, T].
+    backend = "mlx"
 
-        `gates` ("L{l}.{site}" -> (g, mu), each [n]) replaces a site's output x by x·g + mu·(1 − g) right after its
-        AbsTopK (circuit pruning, DESIGN §5); gradients reach g through autograd. If `activations` is a dict, every
-        site's [B, T, n] output after its AbsTopK (before its gate, as in the NumPy model's cache["sites"]) is stored
-        in it under "L{l}.{site}".
+    def __call__(self, idx, gates: dict | None = None) -> mx.array:
+        return self.forward(idx, gates)
+
+    def forward(self, idx, gates: dict | None = None) -> mx.array:
+        """Logits [B, T, V] for token ids `idx` [B, T] (NumPy or MLX), checked as the NumPy model checks them.
+
+        `gates` ("L{l}.{site}" -> (g, mu), each [n], NumPy or MLX) replaces a site's output x by x·g + mu·(1 − g) right
+        after its AbsTopK (circuit pruning, DESIGN §5).
         """
-        idx = self.check_tokens(idx)
-        if gates:
-            check_gates(gates, self.config)
-        return self.forward(idx, gates, activations)
+        return self.forward_unchecked(self.check_tokens(idx), self._check_gates(gates))
 
-    def forward(self, idx: mx.array, gates: dict | None = None, activations: dict | None = None) -> mx.array:
-        # [B, T] int -> [B, T, V], no input checks
-        idx = idx if isinstance(idx, mx.array) else mx.array(np.asarray(idx), dtype=mx.int32)
+    def site_activations(self, idx, gates: dict | None = None) -> dict[str, np.ndarray]:
+        """{"L{l}.{site}": [B, T, n]} every site's activation after its AbsTopK (and before its gate), as NumPy
+        arrays, in forward order."""
+        acts: dict[str, mx.array] = {}
+        self.forward_unchecked(self.check_tokens(idx), self._check_gates(gates), acts)
+        mx.eval(acts)
+        return {key: np.array(a) for key, a in acts.items()}
+
+    def loss_and_gate_grads(self, idx, gates: dict, loss_fn) -> tuple[float, dict[str, np.ndarray]]:
+        """A loss of the logits and its gradient with respect to every gate: (loss, {"L{l}.{site}": [n] dL/dg}).
+
+        `loss_fn(logits) -> (loss, dL/dlogits)` takes and gives NumPy arrays [B, T, V] (circuit pruning's task loss).
+        """
+        idx, gates = self.check_tokens(idx), self._check_gates(gates)
+        mus, loss = {key: mu for key, (_, mu) in gates.items()}, []
+
+        def linearised(gs):
+            # The gradient of Σ logits·c, with c = dL/dlogits a constant, is the vector-Jacobian product dL/dg. c comes
+            # from `loss_fn` in NumPy, so the logits are evaluated here, inside the transform: one forward pass.
+            logits = self.forward_unchecked(idx, {key: (g, mus[key]) for key, g in gs.items()})
+            value, dlogits = loss_fn(np.array(logits))
+            loss.append(value)
+            return (logits * as_mx(dlogits, logits.dtype)).sum()
+
+        grads = mx.grad(linearised)({key: g for key, (g, _) in gates.items()})
+        mx.eval(grads)
+        return loss[0], {key: np.array(g) for key, g in grads.items()}
+
+    def numpy_params(self) -> dict[str, np.ndarray]:
+        """Every parameter as a NumPy array (a copy), under its DESIGN §2 name, in the canonical order."""
+        flat = dict(tree_flatten(self.parameters()))
+        return {name: np.array(flat[name]) for name in param_shapes(self.config)}
+
+    # --- the forward pass itself ----------------------------------------------------------------------------------
+
+    def forward_unchecked(self, idx: mx.array, gates: dict | None = None, activations: dict | None = None
+                          ) -> mx.array:
+        """`forward` without the input checks, for use inside `mx.compile`d and transformed functions (checking values
+        needs them evaluated). If `activations` is a dict, every site's [B, T, n] output after its AbsTopK (before its
+        gate) is stored in it under "L{l}.{site}"."""
         T = idx.shape[1]
         x = self.wte(idx)                                                                           # [B, T, D]
         if "wpe" in self:
@@ -202,7 +236,7 @@ class GPT(nn.Module):
 
     def loss(self, idx: mx.array, targets: mx.array, gates: dict | None = None) -> mx.array:
         """Mean next-token cross-entropy (no input checks: for use inside transformed functions)."""
-        logits = self.forward(idx, gates)
+        logits = self.forward_unchecked(idx, gates)
         return nn.losses.cross_entropy(logits, targets, reduction="mean")
 
     # --- input checks ---------------------------------------------------------------------------------------------
@@ -213,6 +247,13 @@ class GPT(nn.Module):
         idx = self.config.check_tokens(np.array(idx) if isinstance(idx, mx.array) else idx, what)
         return mx.array(idx, dtype=mx.int32)
 
+    def _check_gates(self, gates) -> dict:
+        # cast to the model's dtype so a float64 gate cannot upcast a float32 forward pass
+        gates = {key: tuple(as_mx(a, self.dtype) for a in pair) if isinstance(pair, (tuple, list)) else pair
+                 for key, pair in (gates or {}).items()}
+        check_gates(gates, self.config)
+        return gates
+
     # --- parameters in and out --------------------------------------------------------------------------------------
 
     def load_params(self, params: dict) -> None:
@@ -221,16 +262,6 @@ class GPT(nn.Module):
         The names and shapes must match the config exactly: nothing is skipped, reshaped or left at its old value.
         """
         shapes = param_shapes(self.config)
-        missing, extra = sorted(set(shapes) - set(params)), sorted(set(params) - set(shapes))
-        if missing or extra:
-            raise ValueError(f"parameters do not match the config: missing {missing}, unexpected {extra}")
-        for name, shape in shapes.items():
-            if tuple(params[name].shape) != shape:
-                raise ValueError(f"parameter {name!r} has shape {tuple(params[name].shape)}, expected {shape}")
+        check_shapes({name: a.shape for name, a in params.items()}, shapes, "params")
         self.update(tree_unflatten([(name, as_mx(params[name], self.dtype)) for name in shapes]))
         mx.eval(self.parameters())
-
-    def numpy_params(self) -> dict[str, np.ndarray]:
-        """Every parameter as a NumPy array (a copy), under its DESIGN §2 name, in the canonical order."""
-        flat = dict(tree_flatten(self.parameters()))
-        return {name: np.array(flat[name]) for name in param_shapes(self.config)}

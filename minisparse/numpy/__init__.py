@@ -1,5 +1,6 @@
 """The NumPy backend: a GPT with hand-written backprop (`layers.py` holds the forward/backward pairs)."""
 
 from .model import GPT
+from .trainer import NumpyTrainer
 
-__all__ = ["GPT"]
+__all__ = ["GPT", "NumpyTrainer"]

@@ -18,12 +18,8 @@ import math
 
 import numpy as np
 
+from minisparse.params import GELU_A, GELU_C, RMS_EPS
 from minisparse.sparsity import abstopk_mask
-
-RMS_EPS = 1e-5
-GELU_C = math.sqrt(2.0 / math.pi)  # a Python float, not np.float64: see the NEP 50 note above
-GELU_A = 0.044715
-
 
 # ----------------------------------------------------------------------------------------------------------------------
 # embedding: a row lookup; its backward scatters rows back

@@ -12,11 +12,26 @@ from __future__ import annotations
 import numpy as np
 
 from minisparse.config import ModelConfig
-from minisparse.params import check_gates, init_params, param_shapes
+from minisparse.params import check_gates, check_shapes, init_params, param_shapes
 
-from .layers import (abstopk_backward, abstopk_forward, attention_backward, attention_forward, cross_entropy_backward,
-                     cross_entropy_forward, embedding_backward, embedding_forward, gate_backward, gate_forward,
-                     gelu_backward, gelu_forward, linear_backward, linear_forward, rmsnorm_backward, rmsnorm_forward)
+from .layers import (
+    abstopk_backward,
+    abstopk_forward,
+    attention_backward,
+    attention_forward,
+    cross_entropy_backward,
+    cross_entropy_forward,
+    embedding_backward,
+    embedding_forward,
+    gate_backward,
+    gate_forward,
+    gelu_backward,
+    gelu_forward,
+    linear_backward,
+    linear_forward,
+    rmsnorm_backward,
+    rmsnorm_forward,
+)
 
 
 class GPT:
@@ -43,14 +58,48 @@ class GPT:
             self.dtype = _check_params(params, config, dtype)
 
     # ------------------------------------------------------------------------------------------------------------------
-    # public API
+    # the surface both backends share (DESIGN §6): the tools above the models never ask which backend they hold
 
-    def forward(self, idx) -> np.ndarray:
-        """[B, T] int -> [B, T, V] logits."""
-        return self.forward_cached(idx)[0]
+    backend = "numpy"
+
+    def forward(self, idx, gates: dict | None = None) -> np.ndarray:
+        """[B, T] int -> [B, T, V] logits; `gates` as in `forward_cached`."""
+        return self.forward_cached(idx, gates)[0]
+
+    def site_activations(self, idx, gates: dict | None = None) -> dict[str, np.ndarray]:
+        """{"L{l}.{site}": [B, T, n]} every site's activation after its AbsTopK (and before its gate), in forward
+        order."""
+        return self.forward_cached(idx, gates)[1]["sites"]
+
+    def loss_and_gate_grads(self, idx, gates: dict, loss_fn) -> tuple[float, dict[str, np.ndarray]]:
+        """A loss of the logits and its gradient with respect to every gate: (loss, {"L{l}.{site}": [n] dL/dg}).
+
+        `loss_fn(logits) -> (loss, dL/dlogits)` takes and gives NumPy arrays [B, T, V] (circuit pruning's task loss).
+        """
+        logits, cache = self.forward_cached(idx, gates)
+        loss, dlogits = loss_fn(logits)
+        return loss, self.backward(dlogits, cache)[1]
+
+    def numpy_params(self) -> dict[str, np.ndarray]:
+        """The parameters under their DESIGN §2 names: `self.params` itself, not a copy."""
+        return self.params
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # training, and the forward/backward pair underneath everything
+
+    def loss(self, idx, targets) -> float:
+        """Mean next-token cross-entropy of `targets` [B, T] given `idx` [B, T]."""
+        return self._loss_cached(idx, targets)[0]
 
     def loss_and_grads(self, idx, targets) -> tuple[float, dict[str, np.ndarray]]:
-        """Mean next-token cross-entropy of `targets` [B, T] given `idx` [B, T], and its gradient for every parameter."""
+        """Mean next-token cross-entropy of `targets` [B, T] given `idx` [B, T], and its gradient for every
+        parameter."""
+        loss, logits_shape, ce_cache, cache = self._loss_cached(idx, targets)
+        dlogits = cross_entropy_backward(1.0, ce_cache).reshape(logits_shape)
+        grads, _ = self.backward(dlogits, cache)
+        return loss, grads
+
+    def _loss_cached(self, idx, targets):
         idx = self.config.check_tokens(idx)
         targets = self.config.check_tokens(targets, what="targets")
         if targets.shape != idx.shape:
@@ -59,9 +108,7 @@ class GPT:
         logits, cache = self.forward_cached(idx)
         B, T, V = logits.shape
         loss, ce_cache = cross_entropy_forward(logits.reshape(B * T, V), targets.reshape(B * T))
-        dlogits = cross_entropy_backward(1.0, ce_cache).reshape(B, T, V)
-        grads, _ = self.backward(dlogits, cache)
-        return loss, grads
+        return loss, logits.shape, ce_cache, cache
 
     def forward_cached(self, idx, gates: dict | None = None) -> tuple[np.ndarray, dict]:
         """[B, T] int -> ([B, T, V] logits, cache).
@@ -201,20 +248,11 @@ def _check_params(params, config: ModelConfig, dtype) -> np.dtype:
     """Check a given parameter dict against param_shapes(config); return its (single, floating) dtype."""
     if not isinstance(params, dict):
         raise TypeError(f"params must be a dict of name -> np.ndarray, got {type(params).__name__}")
-    shapes = param_shapes(config)
-    missing = [n for n in shapes if n not in params]
-    extra = sorted(n for n in params if n not in shapes)
-    if missing or extra:
-        raise ValueError(f"params do not match the config: missing {missing}, unexpected {extra}; "
-                         "the names must be exactly minisparse.params.param_shapes(config)")
-    dtypes = set()
-    for name, shape in shapes.items():
-        w = params[name]
+    for name, w in params.items():
         if not isinstance(w, np.ndarray):
             raise TypeError(f"params[{name!r}] must be a np.ndarray, got {type(w).__name__}")
-        if w.shape != shape:
-            raise ValueError(f"params[{name!r}] has shape {w.shape}, but the config needs {shape}")
-        dtypes.add(w.dtype)
+    check_shapes({name: w.shape for name, w in params.items()}, param_shapes(config), "params")
+    dtypes = {w.dtype for w in params.values()}
     if len(dtypes) != 1 or next(iter(dtypes)) not in (np.float32, np.float64):
         raise ValueError(f"params must all be float32 or all float64, got dtypes {sorted(map(str, dtypes))}")
     found = next(iter(dtypes))
