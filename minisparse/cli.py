@@ -86,7 +86,8 @@ def _explain(args) -> None:
 def _tour(args) -> None:
     from .tour import tour
 
-    tour(args.out, checkpoint=args.checkpoint, preset_name=args.preset, steps=args.steps, task=args.task)
+    tour(args.out, checkpoint=args.checkpoint, dense_checkpoint=args.dense_checkpoint, task=args.task,
+         fast=args.fast)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,12 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="numpy", choices=BACKENDS)
     p.set_defaults(run=_explain)
 
-    p = sub.add_parser("tour", help="the whole story end to end: train, weight/activation/circuit sparsity, a drawing")
+    p = sub.add_parser("tour", help="the whole story end to end: weight, activation and circuit sparsity, a sparse "
+                       "circuit checked and compared with a dense one")
     p.add_argument("--out", default="runs/tour")
-    p.add_argument("--checkpoint", help="tour an existing checkpoint instead of training one")
-    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
-    p.add_argument("--steps", type=int, default=600)
-    p.add_argument("--task", default="while_return_true")
+    p.add_argument("--checkpoint", help="tour this weight-sparse checkpoint instead of the cached models")
+    p.add_argument("--dense-checkpoint", help="a dense model to compare circuits with (with --checkpoint)")
+    p.add_argument("--task", default="single_double_quote")
+    p.add_argument("--fast", action="store_true", help="tiny models trained in seconds (for tests; nothing solved)")
     p.set_defaults(run=_tour)
     return parser
 

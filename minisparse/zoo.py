@@ -1,0 +1,172 @@
+"""Trained models, trained once and cached: the lessons' real models, and anyone's.
+
+    from minisparse.zoo import trained
+    model = trained(model_cfg, train_cfg)      # the first call trains (with a progress bar); later calls just load
+
+A model is keyed by everything that decides its weights: the model config, the training config and the corpus
+fingerprint. Its run directory (`model.safetensors`, `optimizer.safetensors`, `metrics.jsonl`, as `minisparse train`
+writes them) lives in `<cache>/models/<key>/`, the cache being $MINISPARSE_CACHE or ~/.cache/minisparse. A training
+that was interrupted resumes from its last checkpoint. Before training, `trained` also accepts a finished run with the
+same configs and corpus anywhere under the `search` folders (by default $MINISPARSE_RUNS, a list of folders, else
+`runs/reproduce` seen from the repository root or from `lessons/`, where `minisparse reproduce` writes its models):
+each checkpoint's metadata says how it was made.
+
+`lesson_model(name, fast)` gives the models the lessons share, so that two lessons asking for "sparse" get the same
+one: a small GPT trained on the standard library with examples of the built-in tasks mixed in (`with_task_examples`),
+so that a model this small, trained in minutes, does the tasks that lessons 4, 8 and 10 prune it for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from safetensors import safe_open
+
+from .checkpoint import load
+from .config import ModelConfig, TrainConfig
+from .data import SEP, Corpus, encode, load_corpus
+from .tasks import get_task
+from .train import METRICS_FILE, MODEL_FILE, train
+
+
+def cache_dir() -> Path:
+    """Where trained models are cached: $MINISPARSE_CACHE, else ~/.cache/minisparse."""
+    return Path(os.environ.get("MINISPARSE_CACHE") or Path.home() / ".cache" / "minisparse")
+
+
+def model_key(model_cfg: ModelConfig, train_cfg: TrainConfig, fingerprint: str) -> str:
+    """A short hash of what decides a trained model's weights."""
+    blob = json.dumps({"config": model_cfg.to_dict(), "train_config": train_cfg.to_dict(), "corpus": fingerprint},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _made_by(path: Path) -> dict | None:
+    """The metadata of a checkpoint that says how it was made, or None if the file is not a readable checkpoint."""
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            meta = f.metadata() or {}
+        return {"config": json.loads(meta["config"]), "train_config": json.loads(meta["train_config"] or "null"),
+                "corpus": meta.get("corpus_fingerprint"), "step": int(meta["step"])}
+    except Exception:   # anything unreadable is simply not a match: a half-copied file, another program's file
+        return None
+
+
+def find_run(model_cfg: ModelConfig, train_cfg: TrainConfig, fingerprint: str, search=()) -> Path | None:
+    """A finished run directory under any of the `search` folders whose checkpoint was made with exactly these configs,
+    on this corpus, to its last step; None if there is none."""
+    want = {"config": model_cfg.to_dict(), "train_config": train_cfg.to_dict(), "corpus": fingerprint,
+            "step": train_cfg.steps}
+    for folder in search:
+        for path in sorted(Path(folder).glob(f"**/{MODEL_FILE}")):
+            if _made_by(path) == want:
+                return path.parent
+    return None
+
+
+def default_search() -> list[Path]:
+    """The folders searched for finished runs: $MINISPARSE_RUNS (os.pathsep-separated), else `runs/reproduce` from the
+    repository root or from `lessons/`; only those that exist."""
+    env = os.environ.get("MINISPARSE_RUNS")
+    folders = env.split(os.pathsep) if env else ["runs/reproduce", "../runs/reproduce"]
+    return [Path(f) for f in folders if f and Path(f).is_dir()]
+
+
+def trained_run(model_cfg: ModelConfig, train_cfg: TrainConfig, *, corpus: Corpus | None = None, search=None,
+                backend: str = "numpy", progress: bool = True) -> Path:
+    """The run directory of a model trained with these configs: found under `search` (default: `default_search()`),
+    found in the cache, or trained into the cache now (resuming a run that was interrupted)."""
+    corpus = corpus if corpus is not None else load_corpus()
+    found = find_run(model_cfg, train_cfg, corpus.fingerprint, default_search() if search is None else search)
+    if found is not None:
+        return found
+    run = cache_dir() / "models" / model_key(model_cfg, train_cfg, corpus.fingerprint)
+    made = _made_by(run / MODEL_FILE) if (run / MODEL_FILE).exists() else None
+    if made is None or made["step"] < train_cfg.steps:
+        train(model_cfg, train_cfg, run, backend=backend, resume=True, corpus=corpus, progress=progress)
+    return run
+
+
+def trained(model_cfg: ModelConfig, train_cfg: TrainConfig, *, backend: str = "numpy", **kwargs):
+    """A model trained with these configs (a `backend` GPT), trained now only if no finished run exists yet.
+    kwargs go to `trained_run` (corpus, search, progress)."""
+    return load(trained_run(model_cfg, train_cfg, **kwargs) / MODEL_FILE, backend=backend)
+
+
+def metrics(run: Path) -> list[dict]:
+    """The logged steps of a run ({"step", "loss", and "val_loss" where validated}), one per step, in order; where a
+    resumed run logged a step twice the later record wins."""
+    by_step: dict[int, dict] = {}
+    with open(Path(run) / METRICS_FILE) as f:
+        for line in f:
+            record = json.loads(line)
+            by_step[record["step"]] = record
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def with_task_examples(corpus: Corpus, tasks, per_task: int, seed: int = 0) -> Corpus:
+    """`corpus` with `per_task` examples of each task appended to its training stream: each a prompt from the task's
+    *train* templates followed by its right answer, shuffled, separated by SEP (the byte between files, with which
+    task prompts are left-padded). Validation text is unchanged, and no test-template prompt is ever added, so held-out
+    task loss still measures generalisation. The fingerprint covers the added bytes."""
+    examples = []
+    for name in tasks:
+        task = get_task(name)
+        examples += [encode(ex.prompt + task.answers[ex.answer]).tobytes()
+                     for ex in task.examples(per_task, "train", seed)]
+    np.random.default_rng(seed).shuffle(examples)
+    added = bytes([SEP]).join(examples)
+    train = np.frombuffer(corpus.train.tobytes() + bytes([SEP]) + added, dtype=np.uint8)
+    h = hashlib.sha256(corpus.fingerprint.encode() + added).hexdigest()
+    return dataclasses.replace(corpus, train=train, fingerprint=h)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The lessons' models
+
+_LESSON_MODEL = ModelConfig(vocab_size=256, n_ctx=64, d_model=64, n_layer=2, n_head=4, d_head=16, d_mlp=256,
+                            pos_emb="learned")
+_LESSON_TRAIN = TrainConfig(steps=2000, batch_size=16, lr=2e-2, min_per_neuron=1, eval_every=100, eval_batches=8,
+                            checkpoint_every=250)
+_FAST_MODEL = dataclasses.replace(_LESSON_MODEL, d_model=32, n_head=2, d_mlp=128, n_layer=1)
+_FAST_TRAIN = dataclasses.replace(_LESSON_TRAIN, steps=60, batch_size=8, eval_every=20, eval_batches=2,
+                                  checkpoint_every=60)
+DENSITIES = {"dense": 1.0, "sparse-4": 1 / 4, "sparse": 1 / 16, "sparse-64": 1 / 64}
+LESSON_TASKS = ("single_double_quote", "bracket_counting", "set_or_string_fixedvarname", "while_return_true",
+                "dict_or_list", "def_or_call")
+_EXAMPLES_PER_TASK = {False: 2000, True: 200}           # (fast) -> examples of each task mixed into training
+
+
+def recipe(name: str, fast: bool = False, steps: int | None = None) -> tuple[ModelConfig, TrainConfig]:
+    """The (ModelConfig, TrainConfig) of a lesson model: "dense", or weight-sparse at 1/4, 1/16 or 1/64 ("sparse-4",
+    "sparse", "sparse-64"), all else equal. `fast`: a tiny version that trains in seconds (the lessons' CI mode);
+    `steps`: another training budget, the schedules scaled to it."""
+    if name not in DENSITIES:
+        raise ValueError(f"unknown lesson model {name!r}; known: {sorted(DENSITIES)}")
+    model_cfg, train_cfg = (_FAST_MODEL, _FAST_TRAIN) if fast else (_LESSON_MODEL, _LESSON_TRAIN)
+    train_cfg = dataclasses.replace(train_cfg, weight_density=DENSITIES[name])
+    if steps is not None:
+        train_cfg = dataclasses.replace(train_cfg, steps=steps)
+    return model_cfg, train_cfg
+
+
+@functools.lru_cache(maxsize=2)
+def lesson_corpus(fast: bool = False) -> Corpus:
+    """The lessons' training corpus: the standard library with examples of LESSON_TASKS mixed in."""
+    return with_task_examples(load_corpus(), LESSON_TASKS, _EXAMPLES_PER_TASK[fast])
+
+
+def lesson_run(name: str, fast: bool = False, steps: int | None = None, progress: bool = True) -> Path:
+    """The run directory of a lesson model (`recipe`), trained on `lesson_corpus` now if it is not cached yet."""
+    return trained_run(*recipe(name, fast, steps), corpus=lesson_corpus(fast), progress=progress)
+
+
+def lesson_model(name: str, fast: bool = False, steps: int | None = None, progress: bool = True):
+    """A lesson model as a NumPy GPT (see `lesson_run`)."""
+    return load(lesson_run(name, fast, steps, progress) / MODEL_FILE)
