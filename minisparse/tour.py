@@ -19,7 +19,7 @@ import numpy as np
 
 from .checkpoint import load, read_checkpoint
 from .circuits import prune, run_controls
-from .circuits.explain import explain, show_context
+from .circuits.explain import explain
 from .circuits.prune import ablation_means
 from .circuits.scorecard import verdict
 from .config import TrainConfig

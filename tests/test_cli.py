@@ -1,6 +1,5 @@
 """The command line: a tiny end-to-end run, and bad input refused with a message instead of a traceback."""
 
-import re
 
 import pytest
 
