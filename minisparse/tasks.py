@@ -219,6 +219,7 @@ class Vocabulary:
     short_names: tuple[str, ...]
     strings: tuple[str, ...]   # contents of short lowercase string literals, most frequent first
     modules: tuple[str, ...] = ()  # top-level module names the stdlib imports (up to 10 bytes), most frequent first
+    errors: tuple[str, ...] = ()   # exception classes the stdlib raises or catches (up to 16 bytes), commonest first
 
 
 _NOT_NAMES = set(keyword.kwlist) | set(keyword.softkwlist) | set(dir(builtins)) | {"self", "cls", "ret"}
@@ -237,8 +238,10 @@ def vocabulary() -> Vocabulary:
     imported = collections.Counter(m.decode() for m in re.findall(rb"(?m)^(?:import|from) ([a-z_][a-z0-9_]{1,9})\b",
                                                                  text))
     modules = _most_common([w for w in imported.items() if w[0] not in _NOT_NAMES])
+    errors = _most_common(list(collections.Counter(
+        m.decode() for m in re.findall(rb"(?:except|raise) ([A-Z][A-Za-z]{1,10}Error)\b", text)).items()))[:32]
     return Vocabulary(names=names, short_names=tuple(w for w in names if len(w) <= 5), strings=strings,
-                      modules=modules)
+                      modules=modules, errors=errors)
 
 
 def _most_common(counts: list[tuple[str, int]]) -> tuple[str, ...]:
@@ -249,13 +252,15 @@ def _most_common(counts: list[tuple[str, int]]) -> tuple[str, ...]:
 def fill(template: str, rng: np.random.Generator, **given: str) -> str:
     """Fill a format-string template. Slots passed in `given` are used as given; {name}, {name2}, ... get distinct
     corpus identifiers (up to 10 bytes), {short}, {short2}, ... distinct short ones (up to 5), {module}, {module2}, ...
-    distinct names of modules the corpus imports (up to 10 bytes), {text} a corpus string's content (up to 12 bytes,
+    distinct names of modules the corpus imports (up to 10 bytes), {error}, ... exception classes it raises or catches
+    (up to 16 bytes), {text} a corpus string's content (up to 12 bytes,
     lowercase letters and spaces), {num} an integer 0..99."""
     vocab = vocabulary()
     # Sorted, never set order: the order of draws from `rng` must not depend on string hashing (PYTHONHASHSEED).
     slots = sorted({field for _, field, _, _ in string.Formatter().parse(template) if field} - set(given))
     values = dict(given)
-    for prefix, words in (("name", vocab.names), ("short", vocab.short_names), ("module", vocab.modules)):
+    for prefix, words in (("name", vocab.names), ("short", vocab.short_names), ("module", vocab.modules),
+                          ("error", vocab.errors)):
         wanted = [slot for slot in slots if slot.startswith(prefix)]
         unused = [w for w in words if w not in values.values()]     # so {name} and {short} never coincide
         values.update(zip(wanted, _distinct(unused, len(wanted), rng)))
@@ -524,4 +529,15 @@ register(Task(
                "test": ["yield {open}\"{text}\"", "{name}[{num}] = {open}'{text}'", "    {name} = {open}\"{text}\""]},
     make=lambda template, answer, rng: fill(template, rng, open="{["[answer]),
     max_len=40,
+))
+
+
+# except_or_raise: an exception class after `except` is followed by `:` (or ` as`); after `raise`, by `(`.
+register(Task(
+    "except_or_raise", "after an exception class: `except ValueError` (:) vs `raise ValueError` (()",
+    answers=(":", "("),
+    templates={"train": ["{kw} {error}", "    {kw} {error}", "        {name}({name2})\n    {kw} {error}"],
+               "test": ["        {name} = {num}\n    {kw} {error}", "            return {name}\n        {kw} {error}"]},
+    make=lambda template, answer, rng: fill(template, rng, kw=("except", "raise")[answer]),
+    max_len=61,
 ))

@@ -71,13 +71,15 @@ RIGHT_ANSWER = {
     "list_or_dict_fixedvarname": _list_or_dict,
     "self_or_cls": _first_param,
     "dict_key_or_list_item": lambda p: {"{": ":", "[": ","}[_unclosed_bracket(p)],
+    "except_or_raise": lambda p: {"except": ":", "raise": "("}[p.split("\n")[-1].split()[0]]
+    if p.endswith("Error") else None,
 }
 BUILTIN = sorted(RIGHT_ANSWER)
 
 
 def test_the_builtins_are_registered():
     assert set(BUILTIN) <= set(list_tasks())
-    assert len(BUILTIN) >= 13
+    assert len(BUILTIN) >= 14
 
 
 @pytest.mark.parametrize("name", BUILTIN)
@@ -146,7 +148,8 @@ def test_builtin_max_len_holds_with_the_longest_words(name, monkeypatch):
     longest = tasks.Vocabulary(names=tuple(f"n{i:02d}" + "x" * 7 for i in range(40)),
                                short_names=tuple(f"s{i:02d}xx" for i in range(40)),
                                strings=tuple(f"t{i:02d}" + "y" * 9 for i in range(40)),
-                               modules=tuple(f"m{i:02d}" + "z" * 7 for i in range(40)))
+                               modules=tuple(f"m{i:02d}" + "z" * 7 for i in range(40)),
+                               errors=tuple(f"E{i:02d}" + "w" * 8 + "Error" for i in range(40)))
     monkeypatch.setattr(tasks, "vocabulary", lambda: longest)
     task = get_task(name)
     for split in tasks.SPLITS:
