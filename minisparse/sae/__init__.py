@@ -1,0 +1,9 @@
+"""Sparse autoencoders on a GPT's MLP: a TopK SAE and the Jacobian SAE pair (Farnik et al. 2025).
+
+`minisparse.sae.numpy` is the reference (hand-written backward, checked against finite differences);
+`minisparse.sae.mlx` computes the same loss with MLX autograd; `minisparse.sae.train` trains a pair on a model's MLP
+and measures it. The NumPy names are re-exported here.
+"""
+
+from .numpy import *  # noqa: F401,F403
+from .numpy import __all__
