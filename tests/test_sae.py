@@ -189,6 +189,14 @@ def test_pair_gradients_match_finite_differences(lam):
         _, grads_other_y = pair_loss_and_grads(params, x, 2 * y, mlp, k, lam)
         for name in ("in.W_enc", "in.b_enc", "in.W_dec", "in.b_dec"):
             np.testing.assert_array_equal(grads[name], grads_other_y[name])
+        # and the Jacobian can be skipped: same loss and gradients, no J
+        out_skipped, grads_skipped = pair_loss_and_grads(params, x, y, mlp, k, lam, with_jacobian=False)
+        assert out_skipped.loss == out.loss and out_skipped.jacobian is None and np.isnan(out_skipped.jacobian_l1)
+        for name in grads:
+            np.testing.assert_array_equal(grads_skipped[name], grads[name])
+    else:
+        with pytest.raises(ValueError, match="needs the Jacobian"):
+            pair_loss_and_grads(params, x, y, mlp, k, lam, with_jacobian=False)
 
 
 def test_init_sae_has_unit_norm_decoder_and_tied_encoder():
@@ -222,3 +230,34 @@ def test_jacobian_sparsity_on_known_jacobians():
 def test_jacobian_sparsity_refuses_when_nothing_is_active():
     with pytest.raises(ValueError, match="no token has an active"):
         jacobian_sparsity(np.ones((3, 2, 2)), np.zeros((3, 2, 2), dtype=bool))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the toy model of superposition (lesson 5)
+
+
+def test_toy_gradients_match_finite_differences():
+    from minisparse.sae import toy
+    rng = np.random.default_rng(9)
+    w, b = rng.standard_normal((3, 7)), rng.normal(-0.2, 0.3, size=7)
+    x, importance = toy.sample_features(rng, 11, 7, 0.5), 0.9 ** np.arange(7)
+    loss, dw, db = toy.toy_loss_and_grads(w, b, x, importance)
+    assert loss == pytest.approx(np.mean(np.sum(importance * (toy.toy_forward(w, b, x) - x) ** 2, axis=1)))
+    for param, grad in ((w, dw), (b, db)):
+        num = central_differences(lambda: toy.toy_loss_and_grads(w, b, x, importance)[0], param)
+        assert rel_err(grad, num.reshape(param.shape)) <= TOL
+
+
+def test_toy_one_direction_per_feature_and_sampling():
+    from minisparse.sae import toy
+    rng = np.random.default_rng(10)
+    w = rng.standard_normal((5, 20))
+    projected = toy.one_direction_per_feature(w)
+    assert np.array_equal(np.count_nonzero(projected, axis=0), np.ones(20))
+    np.testing.assert_array_equal(np.abs(projected).max(axis=0), np.abs(w).max(axis=0))   # the largest |w| stays
+    x = toy.sample_features(rng, 20_000, 4, 0.9)
+    assert np.mean(x == 0) == pytest.approx(0.9, abs=0.01) and x.min() >= 0 and x.max() < 1
+    # a model trained on sparse features represents more features than it has dimensions; on dense ones it cannot
+    w_sparse, _, _ = toy.train_toy(8, 2, 0.95, steps=1500, batch=256, seed=1)
+    w_dense, _, _ = toy.train_toy(8, 2, 0.0, steps=1500, batch=256, seed=1)
+    assert np.sum(np.linalg.norm(w_sparse, axis=0) > 0.5) > 2 >= np.sum(np.linalg.norm(w_dense, axis=0) > 0.5)
