@@ -40,7 +40,8 @@ def block_model(seed=0, d_model=16, d_mlp=64, mlp_scale=40.0):
     rng = np.random.default_rng(seed + 100)
     for name in ("up_proj", "down_proj"):
         model.params[f"blocks.0.mlp.{name}.weight"] *= mlp_scale
-        model.params[f"blocks.0.mlp.{name}.bias"][:] = rng.standard_normal(model.params[f"blocks.0.mlp.{name}.bias"].shape)
+        bias = model.params[f"blocks.0.mlp.{name}.bias"]
+        bias[:] = rng.standard_normal(bias.shape)
     return model
 
 

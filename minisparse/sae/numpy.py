@@ -10,7 +10,8 @@ A Jacobian SAE pair (Farnik et al. 2025) puts one TopK SAE on an MLP's input and
 output latent depend on few input latents. With the MLP y = W_down φ(W_up x + b_up) + b_down, the Jacobian of the
 output latents with respect to the input latents is, per token,
 
-    J = P[active_in] · diag(φ′(u)) · Q[:, active_out]      P = W_dec_inᵀ W_upᵀ  [S_in, M],  Q = W_downᵀ W_enc_outᵀ  [M, S_out]
+    J = P[active_in] · diag(φ′(u)) · Q[:, active_out]        with P = W_dec_inᵀ W_upᵀ [S_in, M]
+                                                               and  Q = W_downᵀ W_enc_outᵀ [M, S_out]
 
 a [k_in, k_out] matrix: J[a, b] = ∂ s_out[active_out[b]] / ∂ s_in[active_in[a]]. Only active latents are used; the
 [S_in, S_out] Jacobian is never formed. Loss = MSE_in + MSE_out + λ·mean|J|.
@@ -284,6 +285,7 @@ def jacobian_sparsity(jac: np.ndarray, active: np.ndarray, threshold: float = 0.
             "mass_fraction": float(np.mean(needed / n_active)), "mean_abs": float(a.sum() / count)}
 
 
-__all__ = ["MLP", "PairOutput", "SAE_PARAMS", "active_latents", "fvu", "init_pair", "init_sae", "jacobian_backward", "jacobian_factors",
-           "jacobian_forward", "jacobian_sparsity", "mlp_activations", "mlp_forward", "mse_backward", "mse_forward",
-           "normalize_decoder", "pair_loss_and_grads", "sae_backward", "sae_forward", "topk_latents"]
+__all__ = ["MLP", "PairOutput", "SAE_PARAMS", "active_latents", "fvu", "init_pair", "init_sae", "jacobian_backward",
+           "jacobian_factors", "jacobian_forward", "jacobian_sparsity", "mlp_activations", "mlp_forward",
+           "mse_backward", "mse_forward", "normalize_decoder", "pair_loss_and_grads", "sae_backward", "sae_forward",
+           "topk_latents"]

@@ -1,8 +1,13 @@
 """Train a Jacobian SAE pair (or, with λ = 0, a plain TopK SAE pair) on one MLP of a trained GPT, and measure it.
 
-    x, y = collect_activations(model, corpus.train, layer=0, n_tokens=65_536)
-    params, log = train_pair(x, y, MLP.of(model, 0), n_latents=512, k=16, lam=1.0, steps=2000)
-    evaluate_pair(params, x_val, y_val, MLP.of(model, 0), k=16)    # FVU of each SAE, Jacobian sparsity
+    data = mlp_data(model, corpus, layer=0, n_train=32_768, n_val=4096)   # normalised activations, rescaled MLP
+    params, log = train_pair(data.x, data.y, data.mlp, n_latents=256, k=8, lam=1.0, steps=1000)
+    evaluate_pair(params, data.x_val, data.y_val, data.mlp, k=8)         # FVU of each SAE, Jacobian sparsity
+    sweep(data, lambdas=[0, 1], seeds=[0, 1, 2], n_latents=256, k=8, steps=1000)   # all of it, a row per run
+
+Activations are normalised so that their entries have mean square 1 on the training tokens (each side by its own
+scale, and the MLP rescaled to match: `MLP.rescaled`), so MSE_in and MSE_out weigh alike and λ means the same on any
+model. The Jacobian is then that of normalised latents; FVU does not depend on the scale.
 
 The optimizer is the model's own (`minisparse.optim.optimizer_step`: Adam on RMS-normalised gradients, warmup then
 linear decay) with no weight sparsity and no weight decay; after every step the decoders' columns go back to unit
@@ -11,6 +16,9 @@ norm, without which a Jacobian penalty is met by shrinking decoder columns inste
 """
 
 from __future__ import annotations
+
+import time
+from typing import NamedTuple
 
 import numpy as np
 
@@ -33,6 +41,36 @@ def collect_activations(model, data: np.ndarray, layer: int, n_tokens: int, batc
         xs.append(x)
         ys.append(y)
     return np.concatenate(xs)[:n_tokens], np.concatenate(ys)[:n_tokens]
+
+
+# Lesson 9's sizes, shared with `python -m minisparse.sae`: tokens to train on and to measure on, the SAEs' latents and
+# k, and their training. "fast" goes with the zoo's fast models (the lessons' CI mode).
+LESSON_SETTINGS = {
+    "default": dict(n_train=32_768, n_val=4096, n_latents=256, k=8, steps=1000, batch_size=256),
+    "fast": dict(n_train=4096, n_val=1024, n_latents=64, k=4, steps=150, batch_size=128),
+}
+
+
+class MLPData(NamedTuple):
+    """One MLP's normalised inputs and outputs, for training (x, y) and for measuring (x_val, y_val), and the MLP
+    rescaled to map the one to the other."""
+    x: np.ndarray          # [N, D] MLP inputs / scale_in
+    y: np.ndarray          # [N, D] MLP outputs / scale_out
+    x_val: np.ndarray
+    y_val: np.ndarray
+    mlp: MLP               # MLP.of(model, layer).rescaled(scale_in, scale_out)
+    scale_in: float
+    scale_out: float
+
+
+def mlp_data(model, corpus, layer: int, n_train: int, n_val: int) -> MLPData:
+    """Block `layer`'s MLP activations on `n_train` tokens of the training split and `n_val` of the validation split,
+    normalised by the training tokens' root-mean-square entry."""
+    x, y = collect_activations(model, corpus.train, layer, n_train)
+    x_val, y_val = collect_activations(model, corpus.val, layer, n_val)
+    scale_in, scale_out = float(np.sqrt(np.mean(x ** 2))), float(np.sqrt(np.mean(y ** 2)))
+    return MLPData(x / scale_in, y / scale_out, x_val / scale_in, y_val / scale_out,
+                   MLP.of(model, layer).rescaled(scale_in, scale_out), scale_in, scale_out)
 
 
 def train_pair(x: np.ndarray, y: np.ndarray, mlp: MLP, *, n_latents: int, k: int, lam: float, steps: int,
@@ -64,9 +102,9 @@ def train_pair(x: np.ndarray, y: np.ndarray, mlp: MLP, *, n_latents: int, k: int
 
 
 def evaluate_pair(params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, mlp: MLP, k: int,
-                  chunk: int = 1024, **sparsity_args) -> dict[str, float]:
+                  chunk: int = 1024, keep_jacobians: bool = False, **sparsity_args) -> dict:
     """FVU of each SAE, the fraction of latents that never fire, and `jacobian_sparsity` of the per-token Jacobians,
-    over all tokens of (x, y)."""
+    over all tokens of (x, y). With `keep_jacobians`, also "jacobians": ([N, k, k] J, [N, k, k] active)."""
     x_hat, y_hat, jacs, actives, fired_in, fired_out = [], [], [], [], 0, 0
     p, q = jacobian_factors(params, mlp)
     for lo in range(0, x.shape[0], chunk):
@@ -79,9 +117,29 @@ def evaluate_pair(params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, m
         x_hat.append(xh)
         y_hat.append(yh)
         fired_in, fired_out = fired_in | (s_in > 0).any(axis=0), fired_out | (s_out > 0).any(axis=0)
-    return {"fvu_in": fvu(x, np.concatenate(x_hat)), "fvu_out": fvu(y, np.concatenate(y_hat)),
-            "dead_in": float(1 - np.mean(fired_in)), "dead_out": float(1 - np.mean(fired_out)),
-            **jacobian_sparsity(np.concatenate(jacs), np.concatenate(actives), **sparsity_args)}
+    jac, active = np.concatenate(jacs), np.concatenate(actives)
+    out = {"fvu_in": fvu(x, np.concatenate(x_hat)), "fvu_out": fvu(y, np.concatenate(y_hat)),
+           "dead_in": float(1 - np.mean(fired_in)), "dead_out": float(1 - np.mean(fired_out)),
+           **jacobian_sparsity(jac, active, **sparsity_args)}
+    if keep_jacobians:
+        out["jacobians"] = (jac, active)
+    return out
+
+
+def sweep(data: MLPData, lambdas, seeds, *, n_latents: int, k: int, steps: int, batch_size: int = 256,
+          lr: float = 1e-2, progress: bool = True) -> list[dict]:
+    """Train a pair for every λ and seed and measure it on the validation tokens: one row per run,
+    {"lam", "seed", "seconds", **evaluate_pair(...)}."""
+    rows = []
+    for lam in lambdas:
+        for seed in seeds:
+            start = time.perf_counter()
+            params, _ = train_pair(data.x, data.y, data.mlp, n_latents=n_latents, k=k, lam=lam, steps=steps,
+                                   batch_size=batch_size, lr=lr, seed=seed, progress=progress,
+                                   desc=f"λ = {lam:g}, seed {seed}")
+            rows.append({"lam": lam, "seed": seed, "seconds": time.perf_counter() - start,
+                         **evaluate_pair(params, data.x_val, data.y_val, data.mlp, k)})
+    return rows
 
 
 def channel_jacobian(x: np.ndarray, y: np.ndarray, mlp: MLP, k_in: int, k_out: int) -> tuple[np.ndarray, np.ndarray]:
@@ -95,6 +153,41 @@ def channel_jacobian(x: np.ndarray, y: np.ndarray, mlp: MLP, k_in: int, k_out: i
     act_out = np.ones(idx_out.shape, dtype=bool)
     jac, _ = jacobian_forward(mlp.up.T, mlp.down.T, mlp_forward(x, mlp)[1], idx_in, act_in, idx_out, act_out)
     return jac, act_in[:, :, None] & act_out[:, None, :]
+
+
+def channel_row(model, data: MLPData, **sparsity_args) -> dict:
+    """`jacobian_sparsity` of the MLP's Jacobian in the model's own basis, between the channels its AbsTopK sites keep
+    (mlp_in and mlp_out), on the validation tokens of `data` (made from the same model)."""
+    k = model.config.topk(model.config.d_model)
+    return jacobian_sparsity(*channel_jacobian(data.x_val, data.y_val, data.mlp, k, k), **sparsity_args)
+
+
+def summary_table(rows: list[dict]) -> str:
+    """A markdown table, one line per (name, λ) with every measure as mean (min..max) over its seeds. A row is
+    {"name", "lam", "seed", and measures}; name defaults to the JSAE pair's."""
+    columns = [("fvu_in", "FVU in", "{:.3f}"), ("fvu_out", "FVU out", "{:.3f}"),
+               ("above_threshold", "share of |J| > 0.01", "{:.1%}"),
+               ("mass_fraction", "share of entries holding 90% of Σ|J|", "{:.1%}"),
+               ("exact_zero", "share exactly 0", "{:.1%}"), ("mean_abs", "mean |J|", "{:.4f}"),
+               ("dead_out", "dead output latents", "{:.0%}")]
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row.get("name", "SAE pair"), row.get("lam")), []).append(row)
+    lines = ["| Jacobian of | λ | seeds | " + " | ".join(c[1] for c in columns) + " |",
+             "|---" * (len(columns) + 3) + "|"]
+    for (name, lam), group in groups.items():
+        cells = []
+        for key, _, fmt in columns:
+            values = [r[key] for r in group if r.get(key) is not None]
+            if not values:
+                cells.append("—")
+            elif len(values) == 1:
+                cells.append(fmt.format(values[0]))
+            else:
+                cells.append(f"{fmt.format(np.mean(values))} ({fmt.format(min(values))}..{fmt.format(max(values))})")
+        seeds = ",".join(str(r["seed"]) for r in group if r.get("seed") is not None) or "—"
+        lines.append(f"| {name} | {'—' if lam is None else f'{lam:g}'} | {seeds} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _progress(iterable, desc: str, disable: bool):

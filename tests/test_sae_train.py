@@ -1,0 +1,107 @@
+"""Training and measuring a Jacobian SAE pair (minisparse.sae.train, python -m minisparse.sae) on tiny models."""
+
+import numpy as np
+import pytest
+
+from minisparse.config import ModelConfig
+from minisparse.data import load_corpus
+from minisparse.numpy import GPT
+from minisparse.sae import jacobian_sparsity, mlp_forward
+from minisparse.sae.train import channel_jacobian, evaluate_pair, mlp_data, summary_table, sweep, train_pair
+from minisparse.sparsity import topk_mask
+
+CFG = ModelConfig(vocab_size=256, n_ctx=16, d_model=16, n_layer=1, n_head=2, d_head=8, d_mlp=64)
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return load_corpus()
+
+
+@pytest.fixture(scope="module")
+def data(corpus):
+    return mlp_data(GPT(CFG, seed=0), corpus, 0, n_train=1024, n_val=256)
+
+
+def test_mlp_data_is_normalised_and_the_mlp_rescaled_with_it(data):
+    assert np.mean(data.x ** 2) == pytest.approx(1.0, rel=1e-4)
+    assert np.mean(data.y ** 2) == pytest.approx(1.0, rel=1e-4)
+    assert data.x.shape == (1024, 16) and data.x_val.shape == (256, 16)
+    # the rescaled MLP maps the normalised inputs to the normalised outputs, on held-out tokens too
+    np.testing.assert_allclose(mlp_forward(data.x_val, data.mlp)[0], data.y_val, rtol=1e-4, atol=1e-4)
+
+
+def test_channel_jacobian_is_exactly_zero_where_no_path_exists(corpus):
+    model = GPT(CFG, seed=1)
+    for name in ("up_proj", "down_proj"):                 # a weight-sparse MLP: 1 in 8 weights kept
+        w = model.params[f"blocks.0.mlp.{name}.weight"]
+        w *= topk_mask(w, w.size // 8)
+    data = mlp_data(model, corpus, 0, n_train=256, n_val=128)
+    k = CFG.topk(CFG.d_model)
+    jac, active = channel_jacobian(data.x_val, data.y_val, data.mlp, k, k)
+    assert jac.shape == (128, k, k) and active.all()
+    # against the explicit product W_down diag(φ′) W_up, read between each token's k largest-|x| input channels and
+    # k largest-|y| output channels (compared as sets of entries: the slots' order is the function's own)
+    slope = mlp_forward(data.x_val, data.mlp)[1]
+    for n in range(0, 128, 17):
+        full = data.mlp.down @ np.diag(slope[n]) @ data.mlp.up          # [D out, D in]
+        ins, outs = np.argsort(-np.abs(data.x_val[n]))[:k], np.argsort(-np.abs(data.y_val[n]))[:k]
+        np.testing.assert_allclose(np.sort(jac[n].ravel()), np.sort(full[np.ix_(outs, ins)].ravel()),
+                                   rtol=1e-5, atol=1e-7)
+        # an entry is exactly 0 precisely where no kept neuron reads the input channel and writes the output one
+        path = ((data.mlp.down[outs] != 0) & (slope[n] != 0)) @ (data.mlp.up[:, ins] != 0).astype(int)
+        assert np.count_nonzero(jac[n]) == np.count_nonzero(path) < k * k
+    assert jacobian_sparsity(jac, active)["exact_zero"] > 0.3
+
+
+def test_train_pair_learns_and_the_penalty_shrinks_the_jacobian(data):
+    args = dict(n_latents=48, k=4, steps=150, batch_size=128, progress=False)
+    plain, log = train_pair(data.x, data.y, data.mlp, lam=0.0, **args)
+    assert log[-1]["mse_in"] < 0.5 * log[0]["mse_in"] and log[-1]["mse_out"] < 0.5 * log[0]["mse_out"]
+    for side in ("in.", "out."):
+        np.testing.assert_allclose(np.linalg.norm(plain[side + "W_dec"], axis=0), 1.0, rtol=1e-5)
+    jsae, _ = train_pair(data.x, data.y, data.mlp, lam=3.0, **args)
+    m_plain = evaluate_pair(plain, data.x_val, data.y_val, data.mlp, 4)
+    m_jsae = evaluate_pair(jsae, data.x_val, data.y_val, data.mlp, 4, keep_jacobians=True)
+    assert m_jsae["mean_abs"] < 0.7 * m_plain["mean_abs"]
+    assert 0 < m_plain["fvu_in"] < 1 and 0 < m_plain["fvu_out"] < 1
+    jac, active = m_jsae["jacobians"]
+    assert jac.shape == active.shape == (256, 4, 4)
+    with pytest.raises(ValueError, match="k must be in 1..n_latents"):
+        train_pair(data.x, data.y, data.mlp, lam=0.0, n_latents=4, k=5, steps=1)
+
+
+def test_sweep_and_summary_table(data):
+    rows = sweep(data, [0.0, 1.0], [0, 1], n_latents=32, k=4, steps=5, batch_size=64, progress=False)
+    assert [(r["lam"], r["seed"]) for r in rows] == [(0.0, 0), (0.0, 1), (1.0, 0), (1.0, 1)]
+    table = summary_table([{"name": "dense model, its channels", "fvu_in": None, "above_threshold": 0.5,
+                            "mass_fraction": 0.25, "exact_zero": 0.0, "mean_abs": 0.1},
+                           {"lam": 1.0, "seed": 0, "fvu_in": 0.1, "fvu_out": 0.2, "above_threshold": 0.4,
+                            "mass_fraction": 0.3, "exact_zero": 0.0, "mean_abs": 0.02, "dead_out": 0.5},
+                           {"lam": 1.0, "seed": 1, "fvu_in": 0.3, "fvu_out": 0.2, "above_threshold": 0.6,
+                            "mass_fraction": 0.3, "exact_zero": 0.0, "mean_abs": 0.04, "dead_out": 0.5}])
+    lines = table.splitlines()
+    assert len(lines) == 4 and lines[0].startswith("| Jacobian of | λ | seeds | FVU in |")
+    assert lines[2] == "| dense model, its channels | — | — | — | — | 50.0% | 25.0% | 0.0% | 0.1000 | — |"
+    assert lines[3] == ("| SAE pair | 1 | 0,1 | 0.200 (0.100..0.300) | 0.200 (0.200..0.200) | 50.0% (40.0%..60.0%) | "
+                        "30.0% (30.0%..30.0%) | 0.0% (0.0%..0.0%) | 0.0300 (0.0200..0.0400) | 50% (50%..50%) |")
+
+
+def test_command_line_prints_the_table(monkeypatch, capsys):
+    import minisparse.sae.__main__ as cli
+
+    models = {}
+
+    def tiny(model_cfg, train_cfg, **kwargs):        # stand-ins for the zoo's trained models
+        models[train_cfg.weight_density] = GPT(CFG, seed=len(models))
+        return models[train_cfg.weight_density]
+
+    monkeypatch.setattr(cli, "trained", tiny)
+    monkeypatch.setitem(cli.LESSON_SETTINGS, "fast", dict(n_train=512, n_val=128, n_latents=32, k=4, steps=5,
+                                                          batch_size=64))
+    cli.main(["--fast", "--lambdas", "0,1", "--seeds", "0"])
+    out = capsys.readouterr().out
+    assert sorted(models) == [1 / 64, 1.0]
+    for name in ("| dense model, its channels |", "| sparse-64 model, its channels |",
+                 "| dense model, SAE pair | 0 | 0 |", "| dense model, SAE pair | 1 | 0 |"):
+        assert name in out
