@@ -265,10 +265,10 @@ def jacobian_sparsity(jac: np.ndarray, active: np.ndarray, threshold: float = 0.
     """How sparse per-token Jacobians [N, k_in, k_out] are, over the entries whose two latents are both active
     (`active`, [N, k_in, k_out] bool; an inactive latent's zeros say nothing about connections).
 
-    exact_zero: fraction of active entries exactly 0. above_threshold: fraction with |J| > threshold (the count
-    Farnik et al. report). mass_fraction: per token, the smallest fraction of its active entries that holds `mass` of
-    its Σ|J| (scale-free: 1/n if one entry carries everything, about `mass` if all are equal; 0 if J is all zero),
-    averaged over tokens. mean_abs: mean |J| over active entries.
+    exact_zero: fraction of active entries exactly 0. above_threshold: fraction with |J| > threshold, a count that
+    moves with J's overall scale as well as with its sparsity. mass_fraction: per token, the smallest fraction of its
+    active entries that holds `mass` of its Σ|J| (scale-free: 1/n if one entry carries everything, about `mass` if all
+    are equal; 0 if J is all zero), averaged over tokens. mean_abs: mean |J| over active entries.
     """
     a = np.where(active, np.abs(jac), 0.0).reshape(jac.shape[0], -1).astype(np.float64)   # [N, k_in·k_out]
     n_active = active.reshape(a.shape).sum(axis=1)
