@@ -166,9 +166,9 @@ def summary_table(rows: list[dict]) -> str:
     """A markdown table, one line per (name, λ) with every measure as mean (min..max) over its seeds. A row is
     {"name", "lam", "seed", and measures}; name defaults to the JSAE pair's."""
     columns = [("fvu_in", "FVU in", "{:.3f}"), ("fvu_out", "FVU out", "{:.3f}"),
-               ("above_threshold", "share of |J| > 0.01", "{:.1%}"),
-               ("mass_fraction", "share of entries holding 90% of Σ|J|", "{:.1%}"),
-               ("exact_zero", "share exactly 0", "{:.1%}"), ("mean_abs", "mean |J|", "{:.4f}"),
+               ("above_threshold", r"share of \|J\| > 0.01", "{:.1%}"),            # \| : a | inside a cell
+               ("mass_fraction", r"share of entries holding 90% of Σ\|J\|", "{:.1%}"),
+               ("exact_zero", "share exactly 0", "{:.1%}"), ("mean_abs", r"mean \|J\|", "{:.4f}"),
                ("dead_out", "dead output latents", "{:.0%}")]
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
