@@ -14,9 +14,23 @@ from finite_differences import central_differences  # tests/finite_differences.p
 from minisparse.config import ModelConfig
 from minisparse.numpy import GPT
 from minisparse.numpy.layers import abstopk_forward, gelu_forward, linear_forward
-from minisparse.sae import (MLP, active_latents, fvu, init_pair, init_sae, jacobian_factors, jacobian_forward,
-                            jacobian_sparsity, mlp_activations, mlp_forward, mse_backward, mse_forward,
-                            pair_loss_and_grads, sae_backward, sae_forward)
+from minisparse.sae import (
+    MLP,
+    active_latents,
+    fvu,
+    init_pair,
+    init_sae,
+    jacobian_factors,
+    jacobian_forward,
+    jacobian_sparsity,
+    mlp_activations,
+    mlp_forward,
+    mse_backward,
+    mse_forward,
+    pair_loss_and_grads,
+    sae_backward,
+    sae_forward,
+)
 from minisparse.sparsity import abstopk
 
 TOL = 1e-6

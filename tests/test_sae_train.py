@@ -92,16 +92,17 @@ def test_command_line_prints_the_table(monkeypatch, capsys):
 
     models = {}
 
-    def tiny(model_cfg, train_cfg, **kwargs):        # stand-ins for the zoo's trained models
-        models[train_cfg.weight_density] = GPT(CFG, seed=len(models))
-        return models[train_cfg.weight_density]
+    def tiny(name, fast):                            # stand-ins for the zoo's trained models
+        models[name, fast] = GPT(CFG, seed=len(models))
+        return models[name, fast]
 
-    monkeypatch.setattr(cli, "trained", tiny)
+    monkeypatch.setattr(cli, "lesson_model", tiny)
+    monkeypatch.setattr(cli, "lesson_corpus", lambda fast: load_corpus())
     monkeypatch.setitem(cli.LESSON_SETTINGS, "fast", dict(n_train=512, n_val=128, n_latents=32, k=4, steps=5,
                                                           batch_size=64))
     cli.main(["--fast", "--lambdas", "0,1", "--seeds", "0"])
     out = capsys.readouterr().out
-    assert sorted(models) == [1 / 64, 1.0]
+    assert sorted(models) == [("dense", True), ("sparse-64", True)]
     for name in ("| dense model, its channels |", "| sparse-64 model, its channels |",
                  "| dense model, SAE pair | 0 | 0 |", "| dense model, SAE pair | 1 | 0 |"):
         assert name in out

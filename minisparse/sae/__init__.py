@@ -2,8 +2,11 @@
 
 `minisparse.sae.numpy` is the reference (hand-written backward, checked against finite differences);
 `minisparse.sae.mlx` computes the same loss with MLX autograd; `minisparse.sae.train` trains a pair on a model's MLP
-and measures it. The NumPy names are re-exported here.
+and measures it; `minisparse.sae.toy` is the toy model of superposition (lesson 5). The NumPy names are re-exported
+here.
 """
 
-from .numpy import *  # noqa: F401,F403
-from .numpy import __all__
+from . import numpy as _numpy
+from .numpy import *  # noqa: F403
+
+__all__ = _numpy.__all__

@@ -1,5 +1,6 @@
 """Measure Jacobian sparsity: TopK SAE pairs and Jacobian SAEs on a dense model's MLP, against the MLP read in the
-model's own channels, dense and weight-sparse. The lesson models of `minisparse.zoo` (trained once, then cached).
+model's own channels, dense and weight-sparse: the lesson models of `minisparse.zoo` (trained once, then cached),
+measured on their training corpus (`zoo.lesson_corpus`).
 
     python -m minisparse.sae                       # the numbers of lesson 9 and the README, a markdown table
     python -m minisparse.sae --lambdas 0,0.3,1,3 --seeds 0 --steps 2000
@@ -10,8 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from minisparse.data import load_corpus
-from minisparse.zoo import recipe, trained
+from minisparse.zoo import lesson_corpus, lesson_model
 
 from .train import LESSON_SETTINGS, channel_row, mlp_data, summary_table, sweep
 
@@ -32,10 +32,10 @@ def main(argv=None) -> None:
     lambdas = [float(v) for v in args.lambdas.split(",")]
     seeds = [int(v) for v in args.seeds.split(",")]
     start = time.perf_counter()
-    corpus = load_corpus()
+    corpus = lesson_corpus(args.fast)
     rows = []
     for name in ("dense", args.sparse):
-        model = trained(*recipe(name, args.fast), corpus=corpus)
+        model = lesson_model(name, args.fast)
         data = mlp_data(model, corpus, args.layer, n_train, n_val)
         rows.append({"name": f"{name} model, its channels", **channel_row(model, data)})
         if name == "dense":

@@ -28,7 +28,8 @@ def compare(what: str, got, expected, *, atol: float = 0.0, rtol: float = 0.0, h
     try:
         got = np.asarray(got, dtype=np.float64)
     except (TypeError, ValueError) as e:
-        raise ExerciseError(f"{what}: expected an array of shape {expected.shape}, got {type(got).__name__} ({e})")
+        shape = expected.shape
+        raise ExerciseError(f"{what}: expected an array of shape {shape}, got {type(got).__name__} ({e})") from e
     if got.shape != expected.shape:
         raise ExerciseError(f"{what}: shape {got.shape}, expected {expected.shape}" + _hint(hint))
     with np.errstate(invalid="ignore"):

@@ -128,14 +128,14 @@ class MLP(NamedTuple):
     k_neuron: int           # neurons kept by AbsTopK at mlp_neuron
 
     @classmethod
-    def of(cls, model, layer: int) -> "MLP":
+    def of(cls, model, layer: int) -> MLP:
         if not 0 <= layer < model.config.n_layer:
             raise ValueError(f"layer {layer} does not exist; the model has layers 0..{model.config.n_layer - 1}")
         p, cfg = f"blocks.{layer}.mlp.", model.config
         return cls(model.params[p + "up_proj.weight"], model.params[p + "up_proj.bias"],
                    model.params[p + "down_proj.weight"], model.params[p + "down_proj.bias"], cfg.topk(cfg.d_mlp))
 
-    def rescaled(self, in_scale: float, out_scale: float) -> "MLP":
+    def rescaled(self, in_scale: float, out_scale: float) -> MLP:
         """The same MLP acting on x / in_scale and giving y / out_scale (for SAEs trained on normalised
         activations): the neurons' pre-activations, and so AbsTopK's choices, are unchanged."""
         return self._replace(up=self.up * in_scale, down=self.down / out_scale, b_down=self.b_down / out_scale)

@@ -26,8 +26,20 @@ from minisparse.config import TrainConfig
 from minisparse.data import get_batch
 from minisparse.optim import init_state, optimizer_step
 
-from .numpy import (MLP, active_latents, fvu, init_pair, jacobian_factors, jacobian_forward, jacobian_sparsity,
-                    mlp_activations, mlp_forward, normalize_decoder, pair_loss_and_grads, sae_forward)
+from .numpy import (
+    MLP,
+    active_latents,
+    fvu,
+    init_pair,
+    jacobian_factors,
+    jacobian_forward,
+    jacobian_sparsity,
+    mlp_activations,
+    mlp_forward,
+    normalize_decoder,
+    pair_loss_and_grads,
+    sae_forward,
+)
 
 
 def collect_activations(model, data: np.ndarray, layer: int, n_tokens: int, batch_size: int = 16,
