@@ -10,6 +10,7 @@
 import numpy as np
 import pytest
 
+from agreement import rel_err  # tests/agreement.py
 from finite_differences import central_differences  # tests/finite_differences.py
 from minisparse.config import ModelConfig
 from minisparse.numpy import GPT
@@ -34,11 +35,6 @@ from minisparse.sae import (
 from minisparse.sparsity import abstopk
 
 TOL = 1e-6
-
-
-def rel_err(a, b):
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b), 1e-30))
 
 
 def random_sae(rng, d, s):

@@ -12,17 +12,13 @@ import pytest
 
 mx = pytest.importorskip("mlx.core")
 
+from agreement import as64, rel_err  # noqa: E402
 from minisparse.config import ModelConfig  # noqa: E402
 from minisparse.numpy import GPT  # noqa: E402
 from minisparse.sae import MLP, init_pair, mlp_activations, mlp_forward, pair_loss_and_grads, sae_forward  # noqa: E402
 from minisparse.sae import mlx as sae_mlx  # noqa: E402
 
 LOSS_TOL, GRAD_TOL = 1e-5, 1e-4
-
-
-def rel_err(a, b):
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b), 1e-30))
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +47,7 @@ def test_mlx_slope_by_autograd_matches_the_formula(batch):
 def test_mlx_pair_loss_and_grads_match_numpy(batch, lam):
     mlp, x, y, params = batch
     k = 4
-    p64 = {n: w.astype(np.float64) for n, w in params.items()}
+    p64 = as64(params)
     mlp64 = MLP(*(w.astype(np.float64) for w in mlp[:4]), mlp.k_neuron)
     x64, y64 = x.astype(np.float64), y.astype(np.float64)
     out, grads = pair_loss_and_grads(p64, x64, y64, mlp64, k, lam)
