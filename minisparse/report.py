@@ -114,7 +114,7 @@ def best_sparse_circuit(results: dict) -> tuple[str, str] | None:
     return None if best is None else best[1:]
 
 
-def write_report(results: dict, out, *, load_model, task, circuit_file) -> None:
+def write_report(results: dict, out, load_model, task, circuit_file) -> None:
     """results.md, frontier.png, per_task.png, and circuit.png + explain.md for the best sparse circuit.
     load_model(point) -> model; task(name) -> Task; circuit_file(point, task) -> the circuit's JSON file."""
     from .circuits import Circuit

@@ -297,18 +297,31 @@ class Reproduction:
 
     # --- everything -------------------------------------------------------------------------------------------------
     def run(self, reuse: bool = False) -> dict:
-        t0 = time.perf_counter()
-        self.train_all(reuse)
-        evals = self.evaluations()
+        """Every stage, each skipping what is cached; returns the results (also in results.json). The wall time of
+        each stage in this invocation is in results["seconds"] (a resumed run counts only what it did itself)."""
+        seconds, t0 = {}, time.perf_counter()
+
+        def timed(stage, fn, *args):
+            start = time.perf_counter()
+            result = fn(*args)
+            seconds[stage] = round(time.perf_counter() - start, 1)
+            return result
+
+        timed("train", self.train_all, reuse)
+        evals = timed("evaluate", self.evaluations)
         matched = self.matched(evals)
-        cards = self.prune_all(evals, matched)
+        cards = timed("prune", self.prune_all, evals, matched)
         results = summarise(self.experiment, evals, matched, cards,
                             {r.name: self.final_point(r) for r in self.experiment.runs()})
+        results["seconds"] = seconds
         _write_json(self.out / "results.json", results)
-        write_report(results, self.out, load_model=lambda p: load(self.checkpoint(p), backend=self.experiment.backend),
-                     task=get_task, circuit_file=self.circuit_file)
-        elapsed = time.perf_counter() - t0
-        self.log(f"reproduce: finished in {_duration(elapsed)}; report in {self.out / 'results.md'}")
+        timed("report", write_report, results, self.out,
+              lambda p: load(self.checkpoint(p), backend=self.experiment.backend), get_task, self.circuit_file)
+        results["seconds"]["total"] = round(time.perf_counter() - t0, 1)
+        _write_json(self.out / "results.json", results)
+        self.log(f"reproduce: finished in {_duration(time.perf_counter() - t0)} "
+                 f"({', '.join(f'{k} {_duration(v)}' for k, v in seconds.items() if k != 'total')}); "
+                 f"report in {self.out / 'results.md'}")
         return results
 
     def _pool(self, jobs: list, desc: str, total: int | None = None, done=None) -> list:
