@@ -541,3 +541,27 @@ register(Task(
     make=lambda template, answer, rng: fill(template, rng, kw=("except", "raise")[answer]),
     max_len=61,
 ))
+
+
+# The tasks above, in name order: what a recipe with `task_examples` mixes into its training text.
+BUILTIN_TASKS = tuple(list_tasks())
+
+
+def with_task_examples(corpus: data.Corpus, tasks, per_task: int, seed: int = 0) -> data.Corpus:
+    """`corpus` with `per_task` examples of each task appended to its training text: each a prompt from the task's
+    *train* templates followed by its right answer, shuffled, separated by SEP (the byte between files, with which
+    task prompts are left-padded). Validation text is unchanged, and no test-template prompt is ever added, so held-out
+    task loss still measures generalisation. The fingerprint covers the added bytes."""
+    import dataclasses
+    import hashlib
+
+    examples = []
+    for name in tasks:
+        task = get_task(name)
+        examples += [data.encode(ex.prompt + task.answers[ex.answer]).tobytes()
+                     for ex in task.examples(per_task, "train", seed)]
+    np.random.default_rng(seed).shuffle(examples)
+    added = bytes([data.SEP]).join(examples)
+    train = np.frombuffer(corpus.train.tobytes() + bytes([data.SEP]) + added, dtype=np.uint8)
+    fingerprint = hashlib.sha256(corpus.fingerprint.encode() + added).hexdigest()
+    return dataclasses.replace(corpus, train=train, fingerprint=fingerprint)

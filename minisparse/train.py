@@ -21,6 +21,7 @@ from .checkpoint import load_optimizer, read_checkpoint, save_optimizer, write_c
 from .config import ModelConfig, TrainConfig
 from .data import eval_batches, get_batch, load_corpus
 from .sparsity import density_at
+from .tasks import BUILTIN_TASKS, with_task_examples
 
 MODEL_FILE, OPTIMIZER_FILE, METRICS_FILE = "model.safetensors", "optimizer.safetensors", "metrics.jsonl"
 
@@ -81,11 +82,16 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir, *, backend: s
           until: int | None = None, corpus=None, progress: bool = True, keep_checkpoints: bool = False) -> TrainResult:
     """Train from scratch (or `resume` from `out_dir`) up to step `until` (default: all `train_cfg.steps`).
 
+    corpus: the text to train on, default the standard library (`minisparse.data.load_corpus`); with
+    `train_cfg.task_examples` > 0, that many examples of every built-in task are mixed into its training text.
+
     keep_checkpoints: also keep every periodic checkpoint as `model-<step>.safetensors` (weights only), e.g. to compare
     a sparse model with the dense model at the point of training where their losses match.
     """
     out = Path(out_dir)
     corpus = corpus if corpus is not None else load_corpus()
+    if train_cfg.task_examples:
+        corpus = with_task_examples(corpus, BUILTIN_TASKS, train_cfg.task_examples)
     until = train_cfg.steps if until is None else min(until, train_cfg.steps)
     start, params, opt_state = 0, None, None
     if resume and (out / MODEL_FILE).exists():

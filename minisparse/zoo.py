@@ -25,13 +25,12 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 from safetensors import safe_open
 
 from .checkpoint import load
 from .config import ModelConfig, TrainConfig
-from .data import SEP, Corpus, encode, load_corpus
-from .tasks import get_task
+from .data import Corpus, load_corpus
+from .tasks import with_task_examples
 from .train import METRICS_FILE, MODEL_FILE, train
 
 
@@ -108,23 +107,6 @@ def metrics(run: Path) -> list[dict]:
             record = json.loads(line)
             by_step[record["step"]] = record
     return [by_step[s] for s in sorted(by_step)]
-
-
-def with_task_examples(corpus: Corpus, tasks, per_task: int, seed: int = 0) -> Corpus:
-    """`corpus` with `per_task` examples of each task appended to its training stream: each a prompt from the task's
-    *train* templates followed by its right answer, shuffled, separated by SEP (the byte between files, with which
-    task prompts are left-padded). Validation text is unchanged, and no test-template prompt is ever added, so held-out
-    task loss still measures generalisation. The fingerprint covers the added bytes."""
-    examples = []
-    for name in tasks:
-        task = get_task(name)
-        examples += [encode(ex.prompt + task.answers[ex.answer]).tobytes()
-                     for ex in task.examples(per_task, "train", seed)]
-    np.random.default_rng(seed).shuffle(examples)
-    added = bytes([SEP]).join(examples)
-    train = np.frombuffer(corpus.train.tobytes() + bytes([SEP]) + added, dtype=np.uint8)
-    h = hashlib.sha256(corpus.fingerprint.encode() + added).hexdigest()
-    return dataclasses.replace(corpus, train=train, fingerprint=h)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -102,3 +102,22 @@ def test_an_update_that_overflows_the_weights_is_reported_as_divergence():
     with pytest.raises(ValueError, match=r"gradient shapes differ from their parameters for \['lm_head.weight'\]"):
         optimizer_step(trainer.model.params, {**grads, "lm_head.weight": np.zeros(3, np.float32)}, trainer.state, 5,
                        TCFG)
+
+
+def test_task_examples_are_mixed_into_the_training_text_and_recorded(tmp_path):
+    from minisparse.data import Corpus
+    from minisparse.tasks import BUILTIN_TASKS, with_task_examples
+
+    corpus = Corpus(root="test", train=np.frombuffer(TEXT, np.uint8), val=np.frombuffer(TEXT[::-1], np.uint8),
+                    fingerprint="test-corpus", train_files=("a.py",), val_files=("b.py",))
+    tcfg = dataclasses.replace(TCFG, steps=4, task_examples=3)
+    train(CFG, tcfg, tmp_path, corpus=corpus, progress=False)
+    meta = read_checkpoint(tmp_path / MODEL_FILE)[2]
+    mixed = with_task_examples(corpus, BUILTIN_TASKS, 3)
+    assert meta["corpus_fingerprint"] == mixed.fingerprint != corpus.fingerprint
+    assert '"task_examples": 3' in meta["train_config"]
+    # what was added: exactly 3 examples of each built-in task, each a train-template prompt and its right answer
+    added = mixed.train.tobytes()[len(TEXT) + 1:].split(b"\0")
+    assert len(added) == 3 * len(BUILTIN_TASKS) and np.array_equal(mixed.val, corpus.val)
+    with pytest.raises(ValueError, match="task_examples"):
+        TrainConfig(task_examples=-1)
