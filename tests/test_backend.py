@@ -18,7 +18,7 @@ def test_auto_picks_mlx_on_apple_silicon(monkeypatch):
     assert backend.resolve_backend("auto") == ("mlx", "MLX backend on the Apple GPU (auto: Apple silicon)")
     monkeypatch.setattr(backend, "mlx_available", lambda: False)
     name, why = backend.resolve_backend("auto")
-    assert name == "numpy" and "pip install 'minisparse[mlx]'" in why
+    assert name == "numpy" and "pip install mlx" in why
 
 
 def test_mlx_on_linux_warns_with_the_measured_gap(monkeypatch):
