@@ -55,7 +55,7 @@ def resolve_backend(name: str) -> tuple[str, str]:
         return "mlx", (f"MLX backend on the CPU: the Linux mlx[cpu] wheel links a slow reference BLAS, measured here "
                        f"{gap:.0f}x slower than NumPy at float32 matmul; use --backend numpy (or auto) for speed")
     if on_apple_silicon():
-        return "numpy", ("NumPy backend (auto): mlx is not installed, though minisparse depends on it on Apple silicon; "
-                         "pip install mlx to use the Apple GPU")
+        return "numpy", ("NumPy backend (auto): mlx is not installed, though minisparse depends on it on Apple "
+                         "silicon; pip install mlx to use the Apple GPU")
     return "numpy", ("NumPy backend (auto): not on Apple silicon, and MLX on this platform runs on the CPU with a slow "
                      "bundled BLAS, so NumPy is faster here")
