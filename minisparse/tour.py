@@ -17,7 +17,7 @@ from .circuits.masks import mask_from_nodes
 from .config import preset
 from .data import eval_batches, load_corpus
 from .params import site_sizes
-from .sample import generate
+from .sample import generate_bytes, printable
 from .sparsity import is_sparsified
 from .tasks import get_task
 from .train import MODEL_FILE, train
@@ -70,4 +70,4 @@ def tour(out_dir="runs/tour", *, checkpoint=None, preset_name: str = "tiny", ste
     print(f"  drawn to {out / f'circuit-{task}.png'}; saved as {out / f'circuit-{task}.json'}")
 
     _section("5. What it writes")
-    print("def " + generate(model, "def ", n_bytes=200, temperature=0.6))
+    print(printable(b"def " + generate_bytes(model, "def ", n_bytes=200, temperature=0.6)))
