@@ -59,9 +59,9 @@ def untrained_checkpoint(tmp_path_factory):
 
 
 def test_sample_shows_unprintable_bytes_escaped_and_raw_keeps_them(untrained_checkpoint, capsysbinary):
-    argv = ["sample", "--checkpoint", str(untrained_checkpoint), "--prompt", "x", "--bytes", "400",
+    argv = ["sample", "--checkpoint", str(untrained_checkpoint), "--prompt", "x", "--bytes", "120",
             "--temperature", "1"]
-    raw = b"x" + generate_bytes(load(untrained_checkpoint), "x", n_bytes=400, temperature=1.0, seed=0)
+    raw = b"x" + generate_bytes(load(untrained_checkpoint), "x", n_bytes=120, temperature=1.0, seed=0)
     assert any(b < 32 and b not in b"\n\t" for b in raw), "the test needs control bytes in the sample"
     assert main(argv) == 0
     shown = capsysbinary.readouterr().out.decode("utf-8")
@@ -136,11 +136,13 @@ def test_a_corrupt_checkpoint_is_refused_in_one_line(untrained_checkpoint, tmp_p
 
 def test_prune_writes_the_circuit_it_prints_and_draws_it(untrained_checkpoint, tmp_path, capsys):
     json_path, png = tmp_path / "c.json", tmp_path / "c.png"
+    # an untrained model sits at chance (0.693): a target of 0.7 gives a small circuit, quick to write and draw
     assert main(["prune", "--task", "single_double_quote", "--checkpoint", str(untrained_checkpoint), "--steps", "2",
-                 "--no-controls", "--json", str(json_path), "--plot", str(png)]) == 0
+                 "--target-loss", "0.7", "--no-controls", "--json", str(json_path), "--plot", str(png)]) == 0
     printed = capsys.readouterr().out
     circuit = Circuit.from_json(json_path)
     assert circuit.task == "single_double_quote" and circuit.settings["steps"] == 2 and circuit.controls == {}
+    assert circuit.reached_target and circuit.task_loss <= 0.7 and circuit.target_loss == 0.7
     assert circuit.summary() in printed
     assert printed.endswith(f"circuit drawn to {png}\n")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -2,6 +2,7 @@
 `--backend auto` can use the GPU), optional on Linux, and everything the lessons import with the `lessons` extra."""
 
 import ast
+import functools
 import json
 import sys
 from importlib import metadata
@@ -63,6 +64,9 @@ def lesson_imports() -> set[str]:
     return {m for m in modules if m not in sys.stdlib_module_names and m != "minisparse"}
 
 
+PROVIDES = functools.cache(metadata.packages_distributions)   # module -> distributions; slow to build, built once
+
+
 def test_mlx_comes_with_minisparse_on_apple_silicon_only():
     assert "mlx" in installs((), APPLE_SILICON), "on a Mac, `pip install minisparse` must bring the GPU backend"
     assert not {"mlx", "mlx-cpu"} & installs((), LINUX), "on Linux MLX is slow: it stays optional"
@@ -71,7 +75,7 @@ def test_mlx_comes_with_minisparse_on_apple_silicon_only():
 
 @pytest.mark.parametrize("env", [APPLE_SILICON, LINUX], ids=["apple-silicon", "linux"])
 def test_the_lessons_extra_installs_everything_the_lessons_import(env):
-    provides = metadata.packages_distributions()
+    provides = PROVIDES()
     needed = lesson_imports()
     assert {"numpy", "matplotlib"} <= needed, f"the lessons' imports were not found: {needed}"
     missing = {}
