@@ -47,13 +47,15 @@ def resolve_backend(name: str) -> tuple[str, str]:
         return "numpy", "NumPy backend, as asked"
     if name == "mlx" or (name == "auto" and on_apple_silicon() and mlx_available()):
         if not mlx_available():
-            raise RuntimeError("the MLX backend needs mlx: pip install 'minisparse[mlx]'")
+            raise RuntimeError("the MLX backend needs mlx: on Linux pip install 'minisparse[mlx]'; on Apple silicon "
+                               "it comes with minisparse (pip install mlx)")
         if on_apple_silicon():
             return "mlx", "MLX backend on the Apple GPU" + (" (auto: Apple silicon)" if name == "auto" else "")
         gap = matmul_gflops("numpy") / matmul_gflops("mlx")
         return "mlx", (f"MLX backend on the CPU: the Linux mlx[cpu] wheel links a slow reference BLAS, measured here "
                        f"{gap:.0f}x slower than NumPy at float32 matmul; use --backend numpy (or auto) for speed")
     if on_apple_silicon():
-        return "numpy", "NumPy backend (auto): mlx is not installed; pip install 'minisparse[mlx]' to use the Apple GPU"
+        return "numpy", ("NumPy backend (auto): mlx is not installed, though minisparse depends on it on Apple "
+                         "silicon; pip install mlx to use the Apple GPU")
     return "numpy", ("NumPy backend (auto): not on Apple silicon, and MLX on this platform runs on the CPU with a slow "
                      "bundled BLAS, so NumPy is faster here")

@@ -1,14 +1,18 @@
 """Checkpoints: safetensors files that either backend writes and either backend loads (DESIGN §2).
 
 A model file holds float32 tensors under the DESIGN §2 names and, in its metadata, the model config as JSON, the format
-version, the step, the training config and the corpus fingerprint. The optimizer's Adam moments go in a second file
-beside it. Files are written atomically (a temporary file, then a rename), so an interrupted write never leaves a
-half-written checkpoint where a good one was. Loading refuses, with a message naming the problem, anything that is
-not exactly right: nothing is silently reshaped, cast or skipped. No pickle is ever read.
+version, the step, the training config, the corpus fingerprint, and a sha256 digest of every tensor and of the other
+metadata. The optimizer's Adam moments go in a second file beside it. Files are written atomically (a temporary file,
+then a rename), so an interrupted write never leaves a half-written checkpoint where a good one was, and with the
+permissions of any file the user saves (the umask's). Loading refuses, with a message naming the problem, anything
+that is not exactly right: a tensor or metadata entry that differs from its digest (corruption anywhere in the file),
+a NaN or inf weight, a missing or extra tensor, a wrong shape or dtype. Nothing is silently reshaped, cast or skipped.
+No pickle is ever read.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -21,18 +25,45 @@ from .config import ConfigError, ModelConfig
 from .params import check_shapes, param_shapes
 
 FORMAT = "minisparse"
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"             # 2 added the digests; version 1 files (no digests) still load
+READABLE_VERSIONS = ("1", "2")
+DIGEST = "sha256"                # the metadata key of the digests
 
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, corrupt, or does not match what it claims to be."""
 
 
+def _sha256(data) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _metadata_digest(metadata: dict[str, str]) -> str:
+    return _sha256(json.dumps({k: v for k, v in metadata.items() if k != DIGEST}, sort_keys=True).encode())
+
+
+def _digests(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> str:
+    """JSON of the sha256 of every tensor's bytes and of the other metadata entries."""
+    return json.dumps({"metadata": _metadata_digest(metadata),
+                       "tensors": {name: _sha256(t) for name, t in tensors.items()}})
+
+
+def _file_mode() -> int:
+    # What open() would give a new file: 0o666 less the umask. (safetensors creates its files 0o600.)
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _write_atomic(tensors: dict[str, np.ndarray], path: Path, metadata: dict[str, str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tensors = {n: np.ascontiguousarray(t, dtype=np.float32) for n, t in tensors.items()}
+    metadata = {**metadata, "format_version": FORMAT_VERSION}
+    metadata[DIGEST] = _digests(tensors, metadata)
     try:
-        save_file({n: np.ascontiguousarray(t, dtype=np.float32) for n, t in tensors.items()}, str(tmp), metadata)
+        save_file(tensors, str(tmp), metadata)
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)  # atomic on POSIX and Windows: readers see the old file or the new, never half of one
     finally:
         tmp.unlink(missing_ok=True)
@@ -48,7 +79,7 @@ def write_checkpoint(config: ModelConfig, params: dict[str, np.ndarray], path, *
                      metadata: dict[str, str] | None = None) -> Path:
     """Write a config and its flat parameter dict as a checkpoint, atomically."""
     path = Path(path)
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": config.to_json(), "step": str(int(step)),
+    meta = {"format": FORMAT, "config": config.to_json(), "step": str(int(step)),
             "train_config": train_config.to_json() if train_config is not None else ""}
     meta.update(metadata or {})
     _write_atomic(params, path, meta)
@@ -65,7 +96,30 @@ def _open(path: Path, what: str):
                               "truncated: restore it or retrain") from None
 
 
-def _read_tensors(f, path: Path, expected: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+def _read_metadata(f, path: Path, fmt: str, what: str) -> tuple[dict[str, str], dict[str, str] | None]:
+    """The file's metadata and its tensors' digests (None for version 1), after checking its format, its version and
+    the metadata's digest."""
+    meta = f.metadata() or {}
+    if meta.get("format") != fmt:
+        raise CheckpointError(f"{path} is not a minisparse {what} (metadata 'format' is {meta.get('format')!r})")
+    if meta.get("format_version") not in READABLE_VERSIONS:
+        raise CheckpointError(f"{path} has format version {meta.get('format_version')!r}; this minisparse reads "
+                              f"versions {list(READABLE_VERSIONS)}")
+    if meta["format_version"] == "1":
+        return meta, None
+    try:
+        stored = json.loads(meta[DIGEST])
+        ok = stored["metadata"] == _metadata_digest(meta) and isinstance(stored["tensors"], dict)
+    except (KeyError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise CheckpointError(f"{path}: the metadata does not match the digest saved with it: the file is corrupt; "
+                              "restore it or retrain")
+    return meta, stored["tensors"]
+
+
+def _read_tensors(f, path: Path, digests: dict[str, str] | None, expected: dict[str, tuple[int, ...]]
+                  ) -> dict[str, np.ndarray]:
     slices = {name: f.get_slice(name) for name in f.keys()}
     try:
         check_shapes({name: sl.get_shape() for name, sl in slices.items()}, expected, "tensors")
@@ -75,25 +129,28 @@ def _read_tensors(f, path: Path, expected: dict[str, tuple[int, ...]]) -> dict[s
         dtype = slices[name].get_dtype()
         if dtype != "F32":
             raise CheckpointError(f"{path}: tensor {name!r} has dtype {dtype}, expected F32 (float32)")
-    return {name: f.get_tensor(name) for name in expected}
+    tensors = {name: f.get_tensor(name) for name in expected}
+    for name, t in tensors.items():
+        if digests is not None and digests.get(name) != _sha256(t):
+            raise CheckpointError(f"{path}: tensor {name!r} does not match the digest saved with it: the file is "
+                                  "corrupt; restore it or retrain")
+        bad = t.size - int(np.count_nonzero(np.isfinite(t)))
+        if bad:  # training never saves a non-finite weight (it stops first), so this is damage
+            raise CheckpointError(f"{path}: tensor {name!r} holds {bad} NaN or inf values; the file is corrupt: "
+                                  "restore it or retrain")
+    return tensors
 
 
 def read_checkpoint(path) -> tuple[ModelConfig, dict[str, np.ndarray], dict[str, str]]:
     """Read and validate a model checkpoint: (config, float32 params in canonical order, metadata)."""
     path = Path(path)
     with _open(path, "checkpoint") as f:
-        meta = f.metadata() or {}
-        if meta.get("format") != FORMAT:
-            raise CheckpointError(f"{path} is not a minisparse checkpoint "
-                                  f"(metadata 'format' is {meta.get('format')!r})")
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise CheckpointError(f"{path} has format version {meta.get('format_version')!r}; this minisparse reads "
-                                  f"version {FORMAT_VERSION!r}")
+        meta, digests = _read_metadata(f, path, FORMAT, "checkpoint")
         try:
             config = ModelConfig.from_dict(json.loads(meta["config"]))
         except (KeyError, json.JSONDecodeError, TypeError, ConfigError) as e:
             raise CheckpointError(f"{path} carries a bad model config: {e}") from None
-        params = _read_tensors(f, path, param_shapes(config))
+        params = _read_tensors(f, path, digests, param_shapes(config))
     return config, params, meta
 
 
@@ -114,8 +171,7 @@ def load(path, backend: str = "numpy"):
 def save_optimizer(state: dict, path, *, step: int) -> Path:
     """Write Adam's moments ({"m": {...}, "v": {...}}) beside a model checkpoint, atomically."""
     tensors = {f"{k}.{n}": a for k in ("m", "v") for n, a in state[k].items()}
-    _write_atomic(tensors, Path(path), {"format": FORMAT + "-optimizer", "format_version": FORMAT_VERSION,
-                                        "step": str(int(step))})
+    _write_atomic(tensors, Path(path), {"format": FORMAT + "-optimizer", "step": str(int(step))})
     return Path(path)
 
 
@@ -123,12 +179,10 @@ def load_optimizer(path, config: ModelConfig, *, step: int) -> dict:
     """Read the Adam moments written by `save_optimizer`, checking they belong to a model of `config` at `step`."""
     path = Path(path)
     with _open(path, "optimizer state") as f:
-        meta = f.metadata() or {}
-        if meta.get("format") != FORMAT + "-optimizer":
-            raise CheckpointError(f"{path} is not a minisparse optimizer state")
+        meta, digests = _read_metadata(f, path, FORMAT + "-optimizer", "optimizer state")
         if meta.get("step") != str(step):
             raise CheckpointError(f"{path} is from step {meta.get('step')}, but the model checkpoint is from step "
                                   f"{step}: the pair is inconsistent (an interrupted save?); delete both to restart")
         shapes = param_shapes(config)
-        flat = _read_tensors(f, path, {f"{k}.{n}": s for k in ("m", "v") for n, s in shapes.items()})
+        flat = _read_tensors(f, path, digests, {f"{k}.{n}": s for k in ("m", "v") for n, s in shapes.items()})
     return {k: {n: flat[f"{k}.{n}"] for n in shapes} for k in ("m", "v")}

@@ -14,7 +14,7 @@ from .config import PRESETS, ConfigError, preset
 
 def _train(args) -> None:
     from .checkpoint import load
-    from .sample import generate
+    from .sample import generate_bytes, printable
     from .train import MODEL_FILE, train
 
     model_cfg, train_cfg = preset(args.preset)
@@ -25,21 +25,30 @@ def _train(args) -> None:
     train_cfg = dataclasses.replace(train_cfg, **{k: v for k, v in overrides.items() if v is not None})
     backend, why = resolve_backend(args.backend)
     print(f"{why}.", file=sys.stderr)
-    out = Path(args.out)
+    out = _run_dir(args.out)
+    if args.resume and not (out / MODEL_FILE).exists():
+        print(f"--resume: no checkpoint in {out} to resume; starting a fresh run", file=sys.stderr)
     result = train(model_cfg, train_cfg, out, backend=backend, resume=args.resume, progress=not args.no_progress)
     print(f"step {result.step}: validation loss {result.val_bits_per_byte:.3f} bits per byte "
           f"({result.val_loss:.3f} nats); checkpoint {out / MODEL_FILE}")
     model = load(out / MODEL_FILE, backend="numpy")
-    print("sample:\n" + args.prompt + generate(model, args.prompt, n_bytes=300, temperature=0.6, seed=0))
+    continuation = generate_bytes(model, args.prompt, n_bytes=300, temperature=0.6, seed=0)
+    print("sample:\n" + printable(args.prompt.encode() + continuation))
 
 
 def _sample(args) -> None:
     from .checkpoint import load
-    from .sample import generate
+    from .sample import generate_bytes, printable
 
     backend, _ = resolve_backend(args.backend)
     model = load(args.checkpoint, backend=backend)
-    print(args.prompt + generate(model, args.prompt, n_bytes=args.bytes, temperature=args.temperature, seed=args.seed))
+    text = args.prompt.encode() + generate_bytes(model, args.prompt, n_bytes=args.bytes,
+                                                 temperature=args.temperature, seed=args.seed)
+    if args.raw:
+        sys.stdout.buffer.write(text + b"\n")
+        sys.stdout.flush()
+    else:
+        print(printable(text))
 
 
 def _prune(args) -> None:
@@ -86,8 +95,23 @@ def _explain(args) -> None:
 def _tour(args) -> None:
     from .tour import tour
 
-    tour(args.out, checkpoint=args.checkpoint, dense_checkpoint=args.dense_checkpoint, task=args.task,
+    tour(_run_dir(args.out), checkpoint=args.checkpoint, dense_checkpoint=args.dense_checkpoint, task=args.task,
          fast=args.fast)
+
+
+def _run_dir(out: str) -> Path:
+    # refused here, naming the flag, rather than as "[Errno 17] File exists" from deep inside
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {out} is a file; it must be a directory (created if missing) for the run's files")
+    return path
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,10 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="optimizer steps")
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=_non_negative_int)
     p.add_argument("--sharkfin", action="store_true", help="scale LR by sqrt(target density / current density)")
     p.add_argument("--out", default="runs/sparse", help="run directory (default runs/sparse)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint (with none there: say so, start afresh)")
     p.add_argument("--backend", default="auto", choices=BACKENDS)
     p.add_argument("--prompt", default="def ", help="prompt for the sample printed at the end")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -116,10 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="continue a prompt with a trained model")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--prompt", default="def ")
-    p.add_argument("--bytes", type=int, default=300)
+    p.add_argument("--bytes", type=_non_negative_int, default=300, help="how many bytes to sample")
     p.add_argument("--temperature", type=float, default=0.6)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument("--backend", default="numpy", choices=BACKENDS)
+    p.add_argument("--raw", action="store_true",
+                   help="write the sampled bytes as they are (for piping); by default bytes that are not printable "
+                        "text are shown escaped, e.g. \\x07")
     p.set_defaults(run=_sample)
 
     p = sub.add_parser("prune", help="prune a trained model to the circuit of a task, with controls")
@@ -128,10 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", help="draw the circuit to this image file")
     p.add_argument("--json", help="save the circuit as JSON here")
     p.add_argument("--target-loss", type=float, default=0.15)
-    p.add_argument("--steps", type=int, default=100, help="optimisation steps on the node masks")
+    p.add_argument("--steps", type=_non_negative_int, default=100, help="optimisation steps on the node masks")
     p.add_argument("--k-coef", type=float, default=1e-3, help="penalty per kept node")
     p.add_argument("--ablation", default="mean", choices=["mean", "zero"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument("--no-controls", action="store_true", help="skip the random-model and shuffled-label controls")
     p.add_argument("--backend", default="numpy", choices=BACKENDS)
     p.set_defaults(run=_prune)
@@ -180,10 +208,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as e:
         print(f"\n{e or 'interrupted'}", file=sys.stderr)
         return 130
-    except (ConfigError, CheckpointError, ValueError, KeyError, FileExistsError, FileNotFoundError, RuntimeError) as e:
-        print(f"minisparse {args.command}: error: {e}", file=sys.stderr)
+    except (ConfigError, CheckpointError, ValueError, KeyError, OSError, RuntimeError) as e:
+        print(f"minisparse {args.command}: error: {_message(e)}", file=sys.stderr)
         return 2
     return 0
+
+
+def _message(e: Exception) -> str:
+    if isinstance(e, KeyError) and e.args:
+        return str(e.args[0])               # str(KeyError) would wrap the message in the quotes of its repr
+    if isinstance(e, OSError) and e.strerror and e.filename:
+        return f"{e.filename}: {e.strerror}"
+    return str(e)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from .circuits.scorecard import verdict
 from .config import TrainConfig
 from .data import eval_batches, load_corpus
 from .params import site_sizes
-from .sample import generate
+from .sample import generate_bytes, printable
 from .sparsity import forced_count, is_sparsified, min_axis
 from .tasks import get_task
 from .train import MODEL_FILE
@@ -131,7 +131,7 @@ def tour(out_dir="runs/tour", *, checkpoint=None, dense_checkpoint=None, task: s
     print(f"  drawn to {', '.join(map(str, drawn))} (block edges; the JSON files beside them list every edge)")
 
     _section("6. What it writes")
-    print("def " + generate(sparse, "def ", n_bytes=160, temperature=0.6).encode("unicode_escape").decode()[:400])
+    print(printable(b"def " + generate_bytes(sparse, "def ", n_bytes=200, temperature=0.6)))
 
     _section("What this showed")
     if not real:

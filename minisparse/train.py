@@ -116,6 +116,8 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir, *, backend: s
         main = is_main(group)
     trainer = make_trainer(backend, model_cfg, train_cfg, params, opt_state, group=group)
     out.mkdir(parents=True, exist_ok=True)
+    if main:
+        _truncate_log(out / METRICS_FILE, start)
     loss, val = float("nan"), None
     tokens_per_step = train_cfg.batch_size * model_cfg.n_ctx
     bar = _progress(range(start, until), initial=start, total=until, disable=not (progress and main))
@@ -156,6 +158,23 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir, *, backend: s
     if start == until:
         val = _validate(trainer, corpus.val, model_cfg, train_cfg)
     return TrainResult(step=until, train_loss=loss, val_loss=val)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep only the records of steps ≤ `step`: a run resumed from its checkpoint at `step` redoes the steps after it
+    (a run killed between checkpoints had logged them), and each step must be logged once. Rewritten atomically."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines(keepends=True):
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):   # a line cut off by the kill: its step is redone
+            pass
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text("".join(kept))
+    os.replace(tmp, path)
 
 
 def _progress(iterable, **kwargs):

@@ -1,13 +1,17 @@
 """Checkpoints round-trip exactly, are written atomically, and anything wrong with a file is refused by name."""
 
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+from facts import facts  # tests/facts.py
 from minisparse.checkpoint import CheckpointError, load_optimizer, read_checkpoint, save_optimizer, write_checkpoint
 from minisparse.config import ModelConfig, TrainConfig
+from minisparse.optim import init_state
 from minisparse.params import init_params
 
 CFG = ModelConfig(vocab_size=16, n_ctx=8, d_model=8, n_layer=1, n_head=2, d_head=4, d_mlp=16, bigram=True)
@@ -69,21 +73,21 @@ def test_extra_tensor_is_named(tmp_path):
 def test_wrong_shape_is_named(tmp_path):
     params = init_params(CFG)
     params["blocks.0.mlp.up_proj.weight"] = np.zeros((8, 16), np.float32)  # transposed
-    with pytest.raises(CheckpointError, match=r"'blocks.0.mlp.up_proj.weight' has shape \(8, 16\), expected \(16, 8\)"):
+    with pytest.raises(CheckpointError, match=facts("'blocks.0.mlp.up_proj.weight'", "(8, 16)", "(16, 8)")):
         read_checkpoint(_write_raw(tmp_path / "m.safetensors", params))
 
 
 def test_wrong_dtype_is_refused_not_cast(tmp_path):
     params = init_params(CFG)
     params["norm_f.weight"] = params["norm_f.weight"].astype(np.float64)
-    with pytest.raises(CheckpointError, match=r"'norm_f.weight' has dtype F64, expected F32"):
+    with pytest.raises(CheckpointError, match=facts("'norm_f.weight'", "F64", "F32")):
         read_checkpoint(_write_raw(tmp_path / "m.safetensors", params))
 
 
 def test_bad_config_in_metadata_is_refused(tmp_path):
     bad = json.loads(CFG.to_json()) | {"afrac": 3}
     path = _write_raw(tmp_path / "m.safetensors", init_params(CFG), config=json.dumps(bad))
-    with pytest.raises(CheckpointError, match="bad model config: ModelConfig.afrac must be in"):
+    with pytest.raises(CheckpointError, match=facts("config", "afrac", "3")):
         read_checkpoint(path)
 
 
@@ -118,7 +122,7 @@ def test_optimizer_state_round_trips_and_checks_its_step(tmp_path):
     for k in ("m", "v"):
         for n in params:
             np.testing.assert_array_equal(loaded[k][n], state[k][n])
-    with pytest.raises(CheckpointError, match="is from step 3, but the model checkpoint is from step 4"):
+    with pytest.raises(CheckpointError, match=facts("step 3", "step 4", "delete both")):
         load_optimizer(path, CFG, step=4)
 
 
@@ -135,3 +139,73 @@ def test_a_checkpoint_from_one_backend_gives_the_same_logits_in_the_other(tmp_pa
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     for name, w in read_checkpoint(tmp_path / "b.safetensors")[1].items():
         np.testing.assert_array_equal(w, sparse_params(3)[name], err_msg=name)  # zeros and values survive both ways
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# files as any other file the user saves, and damage past the header caught by the digests
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002], ids=oct)
+def test_files_get_the_permissions_the_umask_gives(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        paths = [write_checkpoint(CFG, init_params(CFG), tmp_path / "model.safetensors"),
+                 save_optimizer(init_state(init_params(CFG)), tmp_path / "optimizer.safetensors", step=0)]
+    finally:
+        os.umask(old)
+    for path in paths:
+        assert oct(stat.S_IMODE(path.stat().st_mode)) == oct(0o666 & ~umask), path.name
+
+
+def tensor_ranges(data: bytes) -> dict[str, tuple[int, int]]:
+    """{name: (start, end)} byte ranges of each tensor's data in a safetensors file."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    return {name: (8 + n + t["data_offsets"][0], 8 + n + t["data_offsets"][1])
+            for name, t in header.items() if name != "__metadata__"}
+
+
+def test_damage_past_the_header_is_refused_naming_the_tensor(tmp_path):
+    # the defect as found: the last 100 bytes of a checkpoint overwritten with 0xff (NaNs), and it loaded
+    path = write_checkpoint(CFG, sparse_params(), tmp_path / "m.safetensors")
+    data = path.read_bytes()
+    last = max(tensor_ranges(data).items(), key=lambda item: item[1][1])[0]
+    path.write_bytes(data[:-100] + b"\xff" * 100)
+    with pytest.raises(CheckpointError, match=f"tensor '{last}' does not match the digest"):
+        read_checkpoint(path)
+
+
+def test_a_flipped_bit_that_leaves_every_weight_finite_is_caught(tmp_path):
+    path = write_checkpoint(CFG, sparse_params(), tmp_path / "m.safetensors")
+    data = bytearray(path.read_bytes())
+    start, end = tensor_ranges(bytes(data))["blocks.0.mlp.up_proj.weight"]
+    data[start + 4 * 5] ^= 0x01                      # lowest mantissa bit of one float32: a tiny, finite change
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="tensor 'blocks.0.mlp.up_proj.weight' does not match the digest"):
+        read_checkpoint(path)
+
+
+def test_damage_to_the_metadata_is_caught(tmp_path):
+    path = write_checkpoint(CFG, sparse_params(), tmp_path / "m.safetensors", step=3)
+    data = path.read_bytes()
+    assert data.count(b'"step":"3"') == 1
+    path.write_bytes(data.replace(b'"step":"3"', b'"step":"7"'))
+    with pytest.raises(CheckpointError, match="metadata does not match the digest"):
+        read_checkpoint(path)
+
+
+def test_damaged_optimizer_state_is_refused_naming_the_tensor(tmp_path):
+    path = save_optimizer(init_state(init_params(CFG)), tmp_path / "optimizer.safetensors", step=2)
+    data = bytearray(path.read_bytes())
+    start, _ = tensor_ranges(bytes(data))["v.wte.weight"]
+    data[start:start + 4] = np.float32(1.0).tobytes()
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="tensor 'v.wte.weight' does not match the digest"):
+        load_optimizer(path, CFG, step=2)
+
+
+def test_a_file_without_digests_is_still_refused_when_a_weight_is_not_finite(tmp_path):
+    params = init_params(CFG)
+    params["wte.weight"][2, :3] = [np.nan, np.inf, -np.inf]
+    with pytest.raises(CheckpointError, match=facts("'wte.weight'", "3 NaN or inf")):
+        read_checkpoint(_write_raw(tmp_path / "m.safetensors", params))   # format version 1: no digests

@@ -9,6 +9,7 @@ replaces a bare `python` with `sys.executable`, so the kernel runs in the same e
 `ipykernel install --user` is needed.
 """
 
+import re
 from pathlib import Path
 
 import pytest
@@ -22,8 +23,10 @@ NOTEBOOKS = sorted(LESSONS.glob("*.ipynb"))
 KERNEL = "python3"
 
 
-def test_there_are_lessons():
-    assert len(NOTEBOOKS) >= 4, f"expected the lessons in {LESSONS}, found {[p.name for p in NOTEBOOKS]}"
+def test_the_lessons_readme_lists_exactly_the_lessons_there_are():
+    listed = re.findall(r"^\| `(\w+\.ipynb)` \|", (LESSONS / "README.md").read_text(), flags=re.M)
+    assert listed, f"no lesson table in {LESSONS / 'README.md'}"
+    assert listed == [p.name for p in NOTEBOOKS], "lessons/README.md's table and the notebooks differ"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

@@ -24,6 +24,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agreement import min_topk_gap, rel_err  # tests/agreement.py
+from facts import facts  # tests/facts.py
 from finite_differences import central_differences  # tests/finite_differences.py
 from minisparse.config import ModelConfig
 from minisparse.numpy import GPT
@@ -184,7 +185,15 @@ def test_bad_gates_are_refused():
         model.forward_cached(idx, {"L0.q": (np.ones(7), np.zeros(7))})
     with pytest.raises(ValueError, match="pair"):
         model.forward_cached(idx, {"L0.q": np.ones(8)})
-    assert set(SITES) == {k.split(".")[1] for k in site_sizes(cfg)}
+
+
+
+def test_the_sites_are_the_eight_of_design_1_in_forward_order_with_their_widths():
+    # written out from DESIGN §1, not derived from SITES (the check used to compare SITES with itself)
+    cfg = ModelConfig(vocab_size=11, n_ctx=6, d_model=8, n_layer=1, n_head=3, d_head=2, d_mlp=16)
+    assert site_sizes(cfg) == {"L0.attn_in": 8, "L0.q": 6, "L0.k": 6, "L0.v": 6, "L0.attn_out": 8, "L0.mlp_in": 8,
+                               "L0.mlp_neuron": 16, "L0.mlp_out": 8}
+    assert SITES == tuple(key.split(".")[1] for key in site_sizes(cfg))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -259,7 +268,7 @@ def test_idx_must_be_in_vocab(small):
 
 
 def test_idx_longer_than_n_ctx(small):
-    with pytest.raises(ValueError, match="sequence of length 7 exceeds n_ctx=6; crop it"):
+    with pytest.raises(ValueError, match=facts("length 7", "n_ctx=6", "crop")):
         small.forward(np.zeros((2, 7), dtype=int))
     assert small.forward(np.zeros((2, 6), dtype=np.uint8)).shape == (2, 6, 11)  # any integer dtype, T = n_ctx is fine
 

@@ -1,11 +1,16 @@
-"""draw_circuit: a PNG for a tiny circuit, and a figure for a crowded one, without a display."""
+"""draw_circuit: what it draws (every node, edge and label, where and how), read back from the figure itself."""
 
 from __future__ import annotations
 
+import matplotlib
 import numpy as np
+from matplotlib.collections import LineCollection, PathCollection
+from matplotlib.colors import to_rgb
 
 from minisparse.circuits import Circuit
-from minisparse.viz import draw_circuit
+from minisparse.viz import NEGATIVE, POSITIVE, draw_circuit
+
+matplotlib.use("Agg")
 
 
 def tiny_circuit() -> Circuit:
@@ -20,15 +25,64 @@ def tiny_circuit() -> Circuit:
                    necessity=1.9, answers=("'", '"'))
 
 
-def test_draw_circuit_writes_a_png(tmp_path):
-    path = tmp_path / "circuit.png"
-    draw_circuit(tiny_circuit(), path)
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+def drawn(fig):
+    """(labels {text: (x, y)}, dots [(x, y)], edge lines [(start, end, rgb, width)], residual segments)."""
+    ax = fig.axes[0]
+    labels = {t.get_text(): t.get_position() for t in ax.texts}
+    dots = [tuple(p) for c in ax.collections if isinstance(c, PathCollection) for p in c.get_offsets()]
+    lines = [c for c in ax.collections if isinstance(c, LineCollection)]
+    solid = [c for c in lines if c.get_linestyle()[0][1] is None]
+    dotted = [c for c in lines if c.get_linestyle()[0][1] is not None]
+    assert len(solid) <= 1 and len(dotted) <= 1
+    edges = [] if not solid else [(tuple(seg[0]), tuple(seg[-1]), tuple(rgba[:3]), width) for seg, rgba, width in
+                                  zip(solid[0].get_segments(), solid[0].get_colors(), solid[0].get_linewidths())]
+    return labels, dots, edges, [] if not dotted else dotted[0].get_segments()
 
 
-def test_draw_circuit_on_a_given_axis_and_a_crowded_circuit(tmp_path):
-    import matplotlib
-    matplotlib.use("Agg")
+def at(p) -> tuple[float, float]:
+    return (round(float(p[0]), 6), round(float(p[1]), 6))
+
+
+def dot_of(labels, name):
+    x, y = labels[name]
+    return at((x - 0.06, y))      # a node's label sits just right of its dot
+
+
+# how the ends outside the blocks are labelled: by their byte, quoted as Python does
+BYTE_LABELS = {"tok[39]": 'tok["\'"]', "tok[34]": "tok['\"']", "logit[39]": 'logit["\'"]', "logit[34]": "logit['\"']"}
+
+
+def test_draw_circuit_draws_every_node_edge_and_label(tmp_path):
+    c = tiny_circuit()
+    fig = draw_circuit(c, tmp_path / "circuit.png")
+    labels, dots, edges, residual = drawn(fig)
+    label = {n: BYTE_LABELS.get(n, n) for edge in c.edges for n in edge[:2]}
+    # every node of the circuit, and every end of an edge outside the blocks, is a labelled dot, and nothing else is
+    assert set(c.nodes) <= set(label) and set(label.values()) <= set(labels)
+    assert sorted(map(at, dots)) == sorted(dot_of(labels, text) for text in set(label.values()))
+    # the column headers of exactly the columns in use, in forward order from left to right
+    headers = ["tokens", "resid (in)", "L0.attn_in", "L0.q", "L0.k", "L0.v", "L0.attn_out", "L1.mlp_in",
+               "L1.mlp_neuron", "L1.mlp_out", "resid (out)", "logits"]
+    assert [labels[h][0] for h in headers] == sorted(labels[h][0] for h in headers)
+    assert not {f"L0.{s}" for s in ("mlp_in", "mlp_neuron", "mlp_out")} & set(labels), "no empty columns"
+    # one line per edge, from its source's dot to its destination's: blue if positive, red if negative, wider if larger
+    weight = {(dot_of(labels, label[s]), dot_of(labels, label[d])): w for s, d, w in c.edges}
+    assert sorted((at(start), at(end)) for start, end, _, _ in edges) == sorted(weight)
+    for start, end, rgb, _ in edges:
+        assert np.allclose(rgb, to_rgb(POSITIVE if weight[at(start), at(end)] > 0 else NEGATIVE))
+    by_size = sorted(edges, key=lambda e: abs(weight[at(e[0]), at(e[1])]))
+    assert [e[3] for e in by_size] == sorted(e[3] for e in edges)
+    # residual channels: 3 is read by L0.attn_in; 1 written by L0.attn_out, read by L1.mlp_in; 4 written by L1.mlp_out
+    assert {tuple(map(at, seg)) for seg in residual} == {
+        (dot_of(labels, "resid[3]"), dot_of(labels, "L0.attn_in[3]")),
+        (dot_of(labels, "L0.attn_out[1]"), dot_of(labels, "L1.mlp_in[1]")),
+        (dot_of(labels, "L1.mlp_in[1]"), dot_of(labels, "resid[1]")),
+        (dot_of(labels, "L1.mlp_out[4]"), dot_of(labels, "resid[4]"))}
+    assert "single_double_quote: 8 nodes, 10 edges, task loss 0.120" in fig.axes[0].get_title()
+    assert (tmp_path / "circuit.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_crowded_column_is_named_by_its_header_only_and_a_given_axis_is_used():
     import matplotlib.pyplot as plt
 
     rng = np.random.default_rng(0)
@@ -37,7 +91,12 @@ def test_draw_circuit_on_a_given_axis_and_a_crowded_circuit(tmp_path):
     edges = [(s, d, float(rng.normal())) for s in src for d in dst if rng.random() < 0.4]
     c = Circuit(task="crowded", nodes=src + dst, edges=edges, task_loss=0.1, sufficiency=0.1, necessity=1.0)
     fig, ax = plt.subplots()
-    assert draw_circuit(c, ax=ax) is fig
-    draw_circuit(c, tmp_path / "crowded.png")
-    plt.close(fig)
-    assert (tmp_path / "crowded.png").stat().st_size > 5000
+    try:
+        assert draw_circuit(c, ax=ax, max_labels_per_column=30) is fig
+        labels, dots, lines, _ = drawn(fig)
+    finally:
+        plt.close(fig)
+    assert len(dots) == 60 and len(lines) == len(edges)
+    assert not any(t.startswith("L0.mlp_neuron[") for t in labels), "40 > 30 nodes: only the header"
+    assert {t for t in labels if t.startswith("L0.mlp_out[")} == set(dst)
+    assert {"L0.mlp_neuron", "L0.mlp_out"} <= set(labels)

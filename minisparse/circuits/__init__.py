@@ -4,11 +4,13 @@
     circuit = prune_report("runs/small-sparse/model.safetensors", "single_double_quote")   # prints its summary
     minisparse.viz.draw_circuit(circuit, "circuit.png")
 
-masks.py    node masks: τ, the step forward, the sigmoid-derivative surrogate backward, mean/zero ablation
+masks.py    node masks: τ, the Heaviside step forward, the sigmoid-derivative surrogate backward, mean/zero ablation
 prune.py    task loss, Adam on τ, bisection on the number of kept nodes -> Circuit
 edges.py    which weights connect the kept nodes
 controls.py the same pruning on a random model and on shuffled labels (is the circuit more than pruning can fake?)
 circuit.py  the Circuit dataclass, JSON in and out
+__init__.py prune_report (what `minisparse prune` runs: load, prune, controls, summary, JSON) and results_table (a
+            Markdown table of circuits and their controls)
 """
 
 from __future__ import annotations
