@@ -123,10 +123,10 @@ def tour(out_dir="runs/tour", *, checkpoint=None, dense_checkpoint=None, task: s
             print("  " + e.summary().replace("\n", "\n  "))
 
     from .viz import draw_circuit
-    draw_circuit(circuit, out / f"circuit-{task}.png", embeddings=False)
+    draw_circuit(circuit, out / f"circuit-{task}.png", embeddings=False, max_edges=150)
     drawn = [out / f"circuit-{task}.png"]
     if dense_circuit is not None:
-        draw_circuit(dense_circuit, out / f"circuit-{task}-dense.png", embeddings=False)
+        draw_circuit(dense_circuit, out / f"circuit-{task}-dense.png", embeddings=False, max_edges=150)
         drawn.append(out / f"circuit-{task}-dense.png")
     print(f"  drawn to {', '.join(map(str, drawn))} (block edges; the JSON files beside them list every edge)")
 

@@ -31,8 +31,9 @@ def _byte_label(t: int) -> str:
     return repr(chr(t)) if 32 <= t < 127 else f"0x{t:02x}"
 
 
-def _layout(circuit, embeddings: bool = True):
-    """{column: sorted channel list}, and the edges' ends as ((column, channel), (column, channel), weight)."""
+def _layout(circuit, embeddings: bool = True, max_edges: int | None = None):
+    """{column: sorted channel list}, and the edges' ends as ((column, channel), (column, channel), weight): without
+    the embedding edges unless `embeddings`, and only the `max_edges` of largest |w| if given."""
     columns: dict[str, set[int]] = {}
 
     def column_of(name: str, as_src: bool) -> tuple[str, int]:
@@ -50,9 +51,10 @@ def _layout(circuit, embeddings: bool = True):
         col, i = column_of(name, False)
         columns.setdefault(col, set()).add(i)
     ends = []
-    for src, dst, w in circuit.edges:
-        if not embeddings and (src.startswith("tok") or dst.startswith("logit")):
-            continue
+    edges = [e for e in circuit.edges if embeddings or not (e[0].startswith("tok") or e[1].startswith("logit"))]
+    if max_edges is not None:
+        edges = sorted(edges, key=lambda e: -abs(e[2]))[:max_edges]
+    for src, dst, w in edges:
         a, b = column_of(src, True), column_of(dst, False)
         for col, i in (a, b):
             columns.setdefault(col, set()).add(i)
@@ -73,10 +75,12 @@ def _edge_path(p, q, n: int = 16) -> np.ndarray:
 
 
 def draw_circuit(circuit, path=None, ax=None, *, title: str | None = None, max_labels_per_column: int = 80,
-                 embeddings: bool = True):
+                 embeddings: bool = True, max_edges: int | None = None):
     """Draw `circuit` (a minisparse.circuits.Circuit) on `ax`, or on a new figure sized to it; save it to `path` if
     given (PNG, SVG, PDF: by extension). Returns the matplotlib Figure.
 
+    max_edges: draw only that many edges, those of largest |w| (every node is still drawn), so a big circuit stays a
+    picture; the title says how many were left out.
     embeddings=False leaves out the token → residual and residual → logit edges (often most of a sparse circuit's
     edges, one per prompt byte and used channel), drawing the blocks' own wiring only; the title says how many.
 
@@ -87,7 +91,7 @@ def draw_circuit(circuit, path=None, ax=None, *, title: str | None = None, max_l
     from matplotlib.collections import LineCollection
     from matplotlib.figure import Figure
 
-    columns, ends = _layout(circuit, embeddings)
+    columns, ends = _layout(circuit, embeddings, max_edges)
     n_layer = 1 + max([int(c[1:c.index(".")]) for c in columns if c.startswith("L")], default=0)
     order = [c for c in _column_order(n_layer) if c in columns]
     x_of = {c: float(i) for i, c in enumerate(order)}
@@ -157,7 +161,10 @@ def draw_circuit(circuit, path=None, ax=None, *, title: str | None = None, max_l
     n_nodes, n_edges = len(circuit.nodes), len(circuit.edges)
     head = title or (f"{circuit.task}: {n_nodes} nodes, {n_edges} edges, task loss {circuit.task_loss:.3f}"
                      + (f" ({answers[0]!r} vs {answers[1]!r})" if any(answers) else ""))
-    hidden = "" if embeddings else (f"; {n_edges - len(ends)} embedding/unembedding edges not drawn")
+    hidden = "" if len(ends) == n_edges else (
+        f"; {n_edges - len(ends)} edges not drawn (" + ("embedding/unembedding" if not embeddings else "")
+        + (", " if not embeddings and max_edges is not None else "")
+        + (f"all but the {max_edges} of largest |w|" if max_edges is not None else "") + ")")
     ax.set_title(head + "\nblue +, red −; width ∝ |w|; dotted: residual channel" + hidden, fontsize=9, pad=48)
     if path is not None:
         fig.savefig(path, dpi=150, bbox_inches="tight")

@@ -100,3 +100,17 @@ def test_a_crowded_column_is_named_by_its_header_only_and_a_given_axis_is_used()
     assert not any(t.startswith("L0.mlp_neuron[") for t in labels), "40 > 30 nodes: only the header"
     assert {t for t in labels if t.startswith("L0.mlp_out[")} == set(dst)
     assert {"L0.mlp_neuron", "L0.mlp_out"} <= set(labels)
+
+
+def test_a_big_circuit_can_be_drawn_with_its_block_edges_or_its_strongest_edges_only(tmp_path):
+    c = tiny_circuit()
+    block = [e for e in c.edges if e[0].startswith("L") and e[1].startswith("L")]
+    _, _, edges, _ = drawn(draw_circuit(c, embeddings=False))
+    assert len(edges) == len(block) == 6
+    labels, _, edges, _ = drawn(draw_circuit(c, embeddings=False, max_edges=2))
+    strongest = sorted(block, key=lambda e: -abs(e[2]))[:2]        # L0.attn_in[3] → L0.v[7] (1.2), → L0.q[5] (0.9)
+    assert sorted((at(s), at(d)) for s, d, _, _ in edges) == sorted(
+        (dot_of(labels, s), dot_of(labels, d)) for s, d, _ in strongest)
+    assert all(n in labels for n in c.nodes), "every node is still drawn"
+    title = draw_circuit(c, embeddings=False, max_edges=2).axes[0].get_title()
+    assert "8 edges not drawn" in title and "all but the 2 of largest |w|" in title
