@@ -32,6 +32,7 @@ from .layers import (
     rmsnorm_backward,
     rmsnorm_forward,
 )
+from .memory import reuse_freed_memory
 
 
 class GPT:
@@ -48,6 +49,7 @@ class GPT:
         if not isinstance(config, ModelConfig):
             raise TypeError(f"GPT needs a minisparse.ModelConfig, got {type(config).__name__}")
         self.config = config
+        reuse_freed_memory()   # every step allocates and frees ~100 MB: keep it in the process (see memory.py)
         if params is None:
             self.dtype = np.dtype(np.float32 if dtype is None else dtype)
             if self.dtype not in (np.float32, np.float64):
