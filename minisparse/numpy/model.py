@@ -14,19 +14,16 @@ import numpy as np
 from minisparse.config import ModelConfig
 from minisparse.params import check_gates, check_shapes, init_params, param_shapes
 
+from .fast import attention_backward, attention_forward, gelu_backward, gelu_forward  # layers.py's, restructured
 from .layers import (
     abstopk_backward,
     abstopk_forward,
-    attention_backward,
-    attention_forward,
     cross_entropy_backward,
     cross_entropy_forward,
     embedding_backward,
     embedding_forward,
     gate_backward,
     gate_forward,
-    gelu_backward,
-    gelu_forward,
     linear_backward,
     linear_forward,
     rmsnorm_backward,
