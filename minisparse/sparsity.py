@@ -154,14 +154,19 @@ def abstopk_mask(x: np.ndarray, k: int) -> np.ndarray:
     n = x.shape[-1]
     if k >= n:  # AbsTopK is off: the identity
         return np.ones(x.shape, dtype=bool)
+    # Threshold at each row's k-th largest |x|, found by np.partition (~2x faster than argpartition + scatter).
+    # Non-negative floats are ordered as their bit patterns read as integers, and partitioning those is ~1.4x faster
+    # than partitioning floats (no NaN-aware comparisons).
     a = np.abs(x)
-    # Threshold at each row's k-th largest |x| (np.partition is ~2x faster than argpartition + scatter); only rows
-    # where nonzero ties at the threshold let more than k through are redone exactly, by index.
-    kth = np.partition(a, n - k, axis=-1)[..., n - k, None]
-    mask = a >= kth
-    m2 = mask.reshape(-1, n)
-    rows = (m2.sum(axis=-1) > k) & (kth.reshape(-1) > 0)
+    bits = a.view(f"i{a.itemsize}")
+    part = np.partition(bits, n - k, axis=-1)
+    kth = part[..., n - k, None]
+    mask = bits >= kth
+    # More than k pass only where an entry left of the k-th after partitioning ties with it; those rows (if the tie is
+    # not at 0) are redone exactly, by index.
+    rows = ((part[..., :n - k].max(axis=-1, keepdims=True) == kth) & (kth > 0)).reshape(-1)
     if rows.any():
+        m2 = mask.reshape(-1, n)
         idx = np.argpartition(a.reshape(-1, n)[rows], n - k, axis=-1)[:, n - k:]
         exact = np.zeros((int(rows.sum()), n), dtype=bool)
         np.put_along_axis(exact, idx, True, axis=-1)
