@@ -86,10 +86,14 @@ def interleaved(steppers: dict, steps: int, warmup: int = 2) -> tuple[dict[str, 
     return times, {name: n / steps for name, n in faults.items()}
 
 
+def stepper(trainer, x, y):
+    """step(i): one training step of `trainer` on the batch (x, y), as step number i."""
+    return lambda i: trainer.step(x, y, i)
+
+
 def trainer_stepper(backend: str, run: str):
     cfg, tcfg = run_configs(run)
-    trainer, (x, y) = make_trainer(backend, cfg, tcfg), batch(cfg)
-    return lambda i: trainer.step(x, y, i)
+    return stepper(make_trainer(backend, cfg, tcfg), *batch(cfg))
 
 
 def numpy_projection_seconds(run: str, repeats: int = 5) -> float:
@@ -137,7 +141,6 @@ def ratio_range(a: list[float], b: list[float]) -> str:
 
 def against_torch(steps: int) -> None:
     import torch
-
     import torch_twin
 
     threads = blas_threads()
@@ -153,10 +156,9 @@ def against_torch(steps: int) -> None:
         if abs(numpy_loss - twin_loss) > 1e-4 * abs(numpy_loss):
             raise SystemExit(f"the PyTorch twin computes a different loss ({twin_loss} vs NumPy {numpy_loss})")
         tx, ty = torch.from_numpy(x), torch.from_numpy(y)
-        twins = {c: torch_twin.TorchTrainer(cfg, tcfg, compile=c) for c in (False, True)}
         steppers = {"numpy": trainer_stepper("numpy", run),
-                    "eager": lambda i: twins[False].step(tx, ty, i),
-                    "compile": lambda i: twins[True].step(tx, ty, i)}
+                    "eager": stepper(torch_twin.TorchTrainer(cfg, tcfg, compile=False), tx, ty),
+                    "compile": stepper(torch_twin.TorchTrainer(cfg, tcfg, compile=True), tx, ty)}
         times, _ = interleaved(steppers, steps, warmup=3)
         ms = {name: float(np.median(ts)) * 1e3 for name, ts in times.items()}
         print(f"| {run} | {ms['numpy']:.0f} | {ms['eager']:.0f} | {ms['compile']:.0f} | "

@@ -16,14 +16,13 @@ import time
 from collections import defaultdict
 
 import numpy as np
+from bench_step import BATCH, REFERENCE, matmul_peak
 
 import minisparse.numpy.model as model_module
+import minisparse.numpy.trainer as trainer_module
 import minisparse.optim as optim_module
-import minisparse.train as train_module
 from minisparse.config import ModelConfig, TrainConfig
 from minisparse.train import make_trainer
-
-from bench_step import BATCH, REFERENCE, matmul_peak
 
 # op kind of each function, by a piece of its name (first match wins)
 KINDS = [("linear", "matmuls (linear layers)"), ("qk", "attention: QKᵀ and its backward"),
@@ -73,7 +72,7 @@ def profile(cfg: ModelConfig, tcfg: TrainConfig, steps: int) -> tuple[dict, floa
 
     prof = Profile()
     originals = {}
-    for module in (model_module, optim_module, train_module):
+    for module in (model_module, optim_module, trainer_module):
         for name in dir(module):
             fn = getattr(module, name)
             if callable(fn) and name.endswith(("_forward", "_backward", "project_topk", "optimizer_step")):
