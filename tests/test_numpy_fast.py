@@ -2,8 +2,7 @@
 
 layers.py is checked against finite differences (test_numpy_layers.py); here each fast op is checked against its
 namesake there on hypothesis-drawn shapes and inputs: to 1e-12 relative in float64, where only the order of the
-arithmetic differs, and to 1e-4 (float32 rounding, where a true 0 comes out ~1e-7) in float32. Neither may
-change its inputs.
+arithmetic differs, and to 1e-4 in float32. Neither may change its inputs.
 """
 
 import numpy as np
@@ -15,9 +14,13 @@ from minisparse.numpy import fast, layers
 from strategies import examples  # tests/strategies.py
 
 TOL = {np.float64: 1e-12, np.float32: 1e-4}
-# A gradient that is exactly 0 in one order of arithmetic is ~1e-17 in another (e.g. dq when a query sees one key), and
-# neither is wrong: differences are measured relative to norms of at least FLOOR.
-FLOOR = 1e-2
+
+
+def floor(args, dout=1.0):
+    """Norms below which differences are measured absolutely: a gradient that is exactly 0 in one order of arithmetic
+    is ~1e-16 of its ingredients in another (e.g. dq when a query sees one key), and neither is wrong."""
+    big = 1.0 + max(float(np.abs(a).max()) for a in args if isinstance(a, np.ndarray))
+    return 1e-2 * big ** 3 * float(np.abs(dout).max())
 
 
 def check_same(op, args, dtype, rng):
@@ -26,7 +29,7 @@ def check_same(op, args, dtype, rng):
     out_fast, cache_fast = getattr(fast, op + "_forward")(*args)
     out_ref, cache_ref = getattr(layers, op + "_forward")(*args)
     assert out_fast.dtype == out_ref.dtype == dtype
-    assert rel_err(out_fast, out_ref, FLOOR) <= TOL[dtype], f"{op} forward"
+    assert rel_err(out_fast, out_ref, floor(args)) <= TOL[dtype], f"{op} forward"
     dout = rng.standard_normal(out_ref.shape).astype(dtype)
     grads_fast = getattr(fast, op + "_backward")(dout, cache_fast)
     grads_ref = getattr(layers, op + "_backward")(dout, cache_ref)
@@ -36,7 +39,7 @@ def check_same(op, args, dtype, rng):
         assert (gf is None) == (gr is None)
         if gr is not None:
             assert gf.shape == gr.shape and gf.dtype == gr.dtype == dtype
-            assert rel_err(gf, gr, FLOOR) <= TOL[dtype], f"{op} backward, gradient {i}"
+            assert rel_err(gf, gr, floor(args, dout)) <= TOL[dtype], f"{op} backward, gradient {i}"
     for a, c in zip(args, copies):
         assert not isinstance(a, np.ndarray) or np.array_equal(a, c), f"{op} changed an input"
 
