@@ -6,6 +6,7 @@ arithmetic differs, and to 1e-4 in float32. Neither may change its inputs.
 """
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -47,15 +48,18 @@ def check_same(op, args, dtype, rng):
 dtypes = st.sampled_from([np.float64, np.float32])
 
 
-@given(B=st.integers(1, 3), T=st.integers(1, 9), H=st.integers(1, 3), Dh=st.integers(1, 5), sink=st.booleans(),
-       scale=st.sampled_from([0.1, 1.0, 10.0]), dtype=dtypes, seed=st.integers(0, 2 ** 32 - 1))
+@given(B=st.integers(1, 5), T=st.integers(1, 9), H=st.integers(1, 3), Dh=st.integers(1, 5), sink=st.booleans(),
+       scale=st.sampled_from([0.1, 1.0, 10.0]), dtype=dtypes, block_bytes=st.sampled_from([1, 600, 2 ** 19]),
+       seed=st.integers(0, 2 ** 32 - 1))
 @examples(0.5)
-def test_attention(B, T, H, Dh, sink, scale, dtype, seed):
+def test_attention(B, T, H, Dh, sink, scale, dtype, block_bytes, seed):
     rng = np.random.default_rng(seed)
     q, k, v = (scale * rng.standard_normal((B, T, H * Dh)) for _ in range(3))
     s = scale * rng.standard_normal(H) if sink else None
     args = [a if a is None else a.astype(dtype) for a in (q, k, v, s)]
-    check_same("attention", (*args, H), dtype, rng)
+    with pytest.MonkeyPatch.context() as mp:   # blocks of one sequence, of a few, of the whole batch
+        mp.setattr(fast, "SCORES_BLOCK_BYTES", block_bytes)
+        check_same("attention", (*args, H), dtype, rng)
 
 
 def test_attention_on_strided_views():

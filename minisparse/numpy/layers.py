@@ -81,10 +81,12 @@ def linear_forward(x, w, b=None):
     return y, (x, w, b is not None)
 
 
-def linear_backward(dout, cache):
-    # [N, out] -> [N, in], [out, in], [out] or None
+def linear_backward(dout, cache, weights=True):
+    # [N, out] -> [N, in], [out, in], [out] or None; weights=False: dx only (circuit pruning needs no weight gradients)
     x, w, has_bias = cache
     dx = dout @ w
+    if not weights:
+        return dx, None, None
     dw = dout.T @ x
     db = dout.sum(axis=0) if has_bias else None
     return dx, dw, db
@@ -232,5 +234,6 @@ def gate_forward(x, g, mu):
 def gate_backward(dout, cache):
     # [..., n] -> [..., n], [n]: dx = dout·g, dg = Σ over all but the last axis of dout·(x − mu)
     x, g, mu = cache
-    dg = (dout * (x - mu)).reshape(-1, x.shape[-1]).sum(axis=0)
+    n = x.shape[-1]
+    dg = np.einsum("nc,nc->c", dout.reshape(-1, n), (x - mu).reshape(-1, n))
     return dout * g, dg

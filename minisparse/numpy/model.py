@@ -77,7 +77,7 @@ class GPT:
         """
         logits, cache = self.forward_cached(idx, gates)
         loss, dlogits = loss_fn(logits)
-        return loss, self.backward(dlogits, cache)[1]
+        return loss, self.backward(dlogits, cache, param_grads=False)[1]
 
     def numpy_params(self) -> dict[str, np.ndarray]:
         """The parameters under their DESIGN §2 names: `self.params` itself, not a copy."""
@@ -173,10 +173,11 @@ class GPT:
                  "bigram": c_bigram, "sites": sites}
         return logits.reshape(B, T, cfg.vocab_size), cache
 
-    def backward(self, dlogits, cache) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    def backward(self, dlogits, cache, param_grads: bool = True) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """[B, T, V] dL/dlogits and the cache of `forward_cached` -> (grads keyed like params, gate_grads).
 
-        gate_grads["L{l}.{site}"] is [n], dL/dg summed over B and T, for each site that had a gate.
+        gate_grads["L{l}.{site}"] is [n], dL/dg summed over B and T, for each site that had a gate. With
+        `param_grads=False` no parameter gradient is computed (grads is {}): a third of the matmuls saved, for pruning.
         """
         cfg = self.config
         B, T = cache["B"], cache["T"]
@@ -194,33 +195,38 @@ class GPT:
                 dout, gate_grads[key] = gate_backward(dout, gate_cache)
             return abstopk_backward(dout, topk_cache)
 
-        if cfg.bigram:
+        def linear_back(dout, linear_cache):
+            return linear_backward(dout, linear_cache, weights=param_grads)
+
+        if cfg.bigram and param_grads:
             grads["bigram.weight"] = embedding_backward(dlogits, cache["bigram"])
-        dxf, grads["lm_head.weight"], _ = linear_backward(dlogits, cache["lm_head"])
+        dxf, grads["lm_head.weight"], _ = linear_back(dlogits, cache["lm_head"])
         dx, grads["norm_f.weight"] = rmsnorm_backward(dxf, cache["norm_f"])    # [N, D], ours: += below is safe
         for l in reversed(range(cfg.n_layer)):
             p, c = f"blocks.{l}.", cache["blocks"][l]
             # MLP branch: x += w reads the residual gradient dx as dL/dw
             dw = site_back(dx, c["mlp_out"])
-            du, grads[p + "mlp.down_proj.weight"], grads[p + "mlp.down_proj.bias"] = linear_backward(dw, c["down"])
+            du, grads[p + "mlp.down_proj.weight"], grads[p + "mlp.down_proj.bias"] = linear_back(dw, c["down"])
             du = gelu_backward(site_back(du, c["mlp_neuron"]), c["gelu"])
-            dm, grads[p + "mlp.up_proj.weight"], grads[p + "mlp.up_proj.bias"] = linear_backward(du, c["up"])
+            dm, grads[p + "mlp.up_proj.weight"], grads[p + "mlp.up_proj.bias"] = linear_back(du, c["up"])
             dh, grads[p + "norm2.weight"] = rmsnorm_backward(site_back(dm, c["mlp_in"]), c["norm2"])
             dx += dh
             # attention branch
             do = site_back(dx, c["attn_out"])
-            dy, grads[p + "attn.o_proj.weight"], grads[p + "attn.o_proj.bias"] = linear_backward(do, c["o_proj"])
+            dy, grads[p + "attn.o_proj.weight"], grads[p + "attn.o_proj.bias"] = linear_back(do, c["o_proj"])
             dq, dk, dv, dsink = attention_backward(dy.reshape(B, T, A), c["attn"])
             if dsink is not None:
                 grads[p + "attn.sink"] = dsink
             d_qkv = np.concatenate([site_back(dq.reshape(N, A), c["q"]), site_back(dk.reshape(N, A), c["k"]),
                                     site_back(dv.reshape(N, A), c["v"])], axis=1)   # [N, 3A]
-            da, dw_qkv, db_qkv = linear_backward(d_qkv, c["qkv"])
-            for i, s in enumerate("qkv"):   # row blocks of the stacked weight: contiguous views, no copies
+            da, dw_qkv, db_qkv = linear_back(d_qkv, c["qkv"])
+            for i, s in enumerate("qkv" if param_grads else ""):   # row blocks of the stacked weight: views
                 grads[p + f"attn.{s}_proj.weight"] = dw_qkv[i * A:(i + 1) * A]
                 grads[p + f"attn.{s}_proj.bias"] = db_qkv[i * A:(i + 1) * A]
             dh, grads[p + "norm1.weight"] = rmsnorm_backward(site_back(da, c["attn_in"]), c["norm1"])
             dx += dh
+        if not param_grads:
+            return {}, gate_grads
         grads["wte.weight"] = embedding_backward(dx, cache["wte"])
         if cfg.pos_emb == "learned":
             dwpe = np.zeros((cfg.n_ctx, cfg.d_model), dtype=dx.dtype)
