@@ -3,6 +3,7 @@
     python benchmarks/bench_step.py [--steps 10] [--backends numpy,mlx]   # NumPy and MLX
     python benchmarks/bench_step.py --backends mlx                          # on a Mac: MLX on the Apple GPU
     python benchmarks/bench_step.py --backends numpy --against torch        # NumPy against PyTorch eager and compiled
+    python benchmarks/bench_step.py --backends numpy --prune runs/small-sparse/model.safetensors   # and prune time
 
 Reference config: vocab 256, d_model 128, 4 layers, 8 heads of 16, d_mlp 512, n_ctx 128, batch 16; dense (afrac 1,
 density 1) and sparse (afrac 0.25, density 1/16, timed after the anneal so the projection works at its target).
@@ -13,6 +14,8 @@ Every variant is timed interleaved with the others (one step of each in turn), s
 slows all of them alike: the ratios are the numbers to compare across machines, the milliseconds are this run's.
 NumPy's minor page faults per steady-state step (resource.getrusage) measure how much memory a step maps afresh.
 `--against torch` needs `pip install -e ".[bench]"`; PyTorch gets the same number of threads as NumPy's BLAS.
+`--prune CHECKPOINT` times one `prune` of single_double_quote on it, alone and with both controls (`minisparse prune`'s
+default), as the CLI would run it: a fresh process state (no mean ablation cached) for each.
 """
 
 from __future__ import annotations
@@ -165,11 +168,29 @@ def against_torch(steps: int) -> None:
               f"{ratio_range(times['numpy'], times['eager'])} | {ratio_range(times['numpy'], times['compile'])} |")
 
 
+def prune_seconds(checkpoint: str, task: str = "single_double_quote") -> tuple[float, float]:
+    """Wall seconds of one prune of `task` on `checkpoint` (NumPy), without and with both controls."""
+    from minisparse.checkpoint import load
+    from minisparse.circuits import prune, prune_with_controls
+    from minisparse.circuits.prune import _MEANS
+    from minisparse.tasks import get_task
+
+    model, task = load(checkpoint, backend="numpy"), get_task(task)
+    seconds = []
+    for run in (prune, prune_with_controls):
+        _MEANS.clear()                                # as in a fresh `minisparse prune` process
+        t = time.perf_counter()
+        run(model, task)
+        seconds.append(time.perf_counter() - t)
+    return seconds[0], seconds[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=10, help="timed steps per variant (median reported)")
     parser.add_argument("--backends", default="numpy,mlx")
     parser.add_argument("--against", choices=["torch"], help="also time an independent PyTorch twin, interleaved")
+    parser.add_argument("--prune", metavar="CHECKPOINT", help="also time pruning a task on this NumPy checkpoint")
     args = parser.parse_args()
     backends = [b for b in args.backends.split(",") if b]
     peaks = {b: matmul_gflops(b, n=1024, seconds=1.0) for b in {"numpy", *backends}}
@@ -181,6 +202,9 @@ def main() -> None:
     if args.against == "torch":
         print()
         against_torch(args.steps)
+    if args.prune:
+        alone, with_controls = prune_seconds(args.prune)
+        print(f"\nprune single_double_quote on {args.prune}: {alone:.1f} s; with both controls {with_controls:.1f} s")
     print(f"\nfloat32 matmul peak (1024x1024) at the end: numpy {matmul_peak():.1f} GFLOP/s")
 
 
