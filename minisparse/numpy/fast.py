@@ -5,13 +5,14 @@ returns the same arrays; only the order of work and where it is stored differ. t
 equal to float rounding, and the gradient tests check the whole model, which runs these, against finite differences.
 
 What the restructuring buys, per training step on the reference config (batch 16 × 128 tokens, 4 layers), measured
-with `python benchmarks/profile_step.py --clock cpu` on one core:
-- attention: ~35% less time than the plain form (~50 ms a step, ~15% of a dense step). The plain form writes the
-  [B, H, T, T] scores (8 MB) and four temporaries as large to memory and reads them back; here a block of sequences
-  is done at a time, in place, so its scores (0.5 MB: one sequence at the reference shape) stay in the L2 cache
-  through all of the softmax's passes.
-- GELU: ~40% less time than the plain form (~20 ms a step, ~5%): in place, the nine [N, M] temporaries of the named
-  terms never exist.
+with `OPENBLAS_NUM_THREADS=1 python benchmarks/profile_step.py --clock cpu --plain` on one core (README, "Where a
+step's time goes"):
+- attention: 29–36% less time than the plain form (41–49 ms a step, 11–15% of a dense step). The plain form writes
+  the [B, H, T, T] scores (8 MB) and four temporaries as large to memory and reads them back; here a block of
+  sequences is done at a time, in place, so its scores (0.5 MB: one sequence at the reference shape) stay in the L2
+  cache through all of the softmax's passes.
+- GELU: 26–29% less time than the plain form (~14 ms a step, ~4%): in place, the nine [N, M] temporaries of the
+  named terms never exist.
 """
 
 from __future__ import annotations
