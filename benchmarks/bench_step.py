@@ -143,7 +143,10 @@ def ratio_range(a: list[float], b: list[float]) -> str:
 
 
 def against_torch(steps: int) -> None:
-    import torch
+    try:
+        import torch
+    except ImportError:
+        raise SystemExit('--against torch needs PyTorch: pip install -e ".[bench]"') from None
     import torch_twin
 
     threads = blas_threads()
