@@ -44,20 +44,55 @@ def _check_finite(w: np.ndarray, what: str) -> None:
                          "(the training run has diverged: lower the learning rate or resume from the last checkpoint)")
 
 
-def _largest(values: np.ndarray, n: int) -> np.ndarray:
-    """Indices of the `n` largest entries of a 1-D array of |w| values, 0 < n < values.size.
+def _magnitudes(x: np.ndarray) -> np.ndarray:
+    """|x| as a C-ordered array of signed integers that sort like |x|.
 
-    `np.argpartition` slows down many times when most entries are equal (exact zeros after a projection), so we
-    partition only the nonzero candidates and, if they are too few, take all of them plus the first zeros.
+    Non-negative floats are ordered as their bit patterns read as integers, and NumPy partitions integers ~1.4x faster
+    than floats (no NaN-aware comparisons). Every function below ranks these instead of |x|.
     """
-    nonzero = np.flatnonzero(values)
-    if nonzero.size <= n:
-        zeros = np.flatnonzero(values == 0)[: n - nonzero.size]
-        return np.concatenate([nonzero, zeros])
-    if nonzero.size < values.size:
-        sub = values[nonzero]
-        return nonzero[np.argpartition(sub, sub.size - n)[sub.size - n:]]
-    return np.argpartition(values, values.size - n)[values.size - n:]
+    a = np.ascontiguousarray(np.abs(x))
+    return a.view(f"i{a.itemsize}") if a.dtype.kind == "f" else a
+
+
+def _top_per_row(a: np.ndarray, k: int, exact_at_zero: bool = True) -> np.ndarray:
+    """Mask of the `k` largest entries along the last axis of `a` (from `_magnitudes`), 0 < k < a.shape[-1].
+
+    Each row's k-th largest value comes from one np.partition (~5x faster than argpartition and a scatter); every entry
+    at least as large passes. More than k pass only where an entry left of the k-th after partitioning ties with it:
+    those rows are redone exactly, by index. With `exact_at_zero=False` rows tied at 0 are left as they are: every
+    entry of a row with fewer than k nonzeros passes (AbsTopK's rule).
+    """
+    n = a.shape[-1]
+    part = np.partition(a, n - k, axis=-1)
+    kth = part[..., n - k, None]
+    mask = a >= kth
+    tied = part[..., :n - k].max(axis=-1, keepdims=True) == kth
+    if not exact_at_zero:
+        tied &= kth > 0
+    rows = tied.reshape(-1)
+    if rows.any():
+        idx = np.argpartition(a.reshape(-1, n)[rows], n - k, axis=-1)[:, n - k:]
+        exact = np.zeros((int(rows.sum()), n), dtype=bool)
+        np.put_along_axis(exact, idx, True, axis=-1)
+        mask.reshape(-1, n)[rows] = exact
+    return mask
+
+
+def _largest(values: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the `n` largest entries of a 1-D array of magnitudes, 0 < n <= the count of entries >= 0.
+
+    Entries < 0 are never picked. Ties at the n-th largest are broken by index. np.partition slows down ~10x when most
+    entries are equal (exact zeros after a projection), so only the positive candidates are partitioned when they are
+    the minority, and when they are too few all of them are taken, then the first zeros.
+    """
+    positive = np.flatnonzero(values > 0)
+    if positive.size <= n:
+        zeros = np.flatnonzero(values == 0)[: n - positive.size]
+        return np.concatenate([positive, zeros])
+    candidates = values[positive] if 2 * positive.size < values.size else values
+    nth = np.partition(candidates, candidates.size - n)[candidates.size - n]
+    above = np.flatnonzero(values > nth)
+    return np.concatenate([above, np.flatnonzero(values == nth)[: n - above.size]])
 
 
 def topk_mask(w: np.ndarray, k: int, min_per_row: int = 0) -> np.ndarray:
@@ -77,18 +112,15 @@ def topk_mask(w: np.ndarray, k: int, min_per_row: int = 0) -> np.ndarray:
     if k >= w.size:  # the whole budget (a dense run, or early in the anneal): nothing to choose
         return np.ones(w.shape, dtype=bool)
     rows, cols = w.shape
-    a = np.abs(w)
-    mask = np.zeros(w.shape, dtype=bool)
     j = min(int(min_per_row), cols)
     if j == cols:
-        mask[:] = True
-    elif j > 0:
-        forced = np.argpartition(a, cols - j, axis=1)[:, cols - j:]
-        np.put_along_axis(mask, forced, True, axis=1)
+        return np.ones(w.shape, dtype=bool)
+    a = _magnitudes(w)
+    mask = _top_per_row(a, j) if j > 0 else np.zeros(w.shape, dtype=bool)
     need = min(int(k), w.size) - rows * j
     if need > 0:
-        free = np.flatnonzero(~mask)
-        mask.flat[free[_largest(a.ravel()[free], need)]] = True
+        free = np.where(mask, -1, a).reshape(-1)     # the forced entries rank below every free one
+        mask.reshape(-1)[_largest(free, need)] = True
     return mask
 
 
@@ -154,19 +186,7 @@ def abstopk_mask(x: np.ndarray, k: int) -> np.ndarray:
     n = x.shape[-1]
     if k >= n:  # AbsTopK is off: the identity
         return np.ones(x.shape, dtype=bool)
-    a = np.abs(x)
-    # Threshold at each row's k-th largest |x| (np.partition is ~2x faster than argpartition + scatter); only rows
-    # where nonzero ties at the threshold let more than k through are redone exactly, by index.
-    kth = np.partition(a, n - k, axis=-1)[..., n - k, None]
-    mask = a >= kth
-    m2 = mask.reshape(-1, n)
-    rows = (m2.sum(axis=-1) > k) & (kth.reshape(-1) > 0)
-    if rows.any():
-        idx = np.argpartition(a.reshape(-1, n)[rows], n - k, axis=-1)[:, n - k:]
-        exact = np.zeros((int(rows.sum()), n), dtype=bool)
-        np.put_along_axis(exact, idx, True, axis=-1)
-        m2[rows] = exact
-    return mask
+    return _top_per_row(_magnitudes(x), k, exact_at_zero=False)
 
 
 def abstopk(x: np.ndarray, k: int) -> np.ndarray:

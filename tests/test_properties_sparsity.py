@@ -76,6 +76,7 @@ def problems(draw, matrix=matrices()):  # noqa: B008 (a hypothesis strategy, not
 @example((np.ones((3, 4), np.float32), 12, 0))                        # full budget, all tied
 @example((np.arange(5, dtype=np.float32)[None, :], 2, 1))             # one row
 @example((np.arange(5, dtype=np.float32)[:, None], 2, 1))             # one column
+@example((np.array([[1, 0, 0], [1, 0, 0]], np.float32), 4, 1))        # budget left for zeros, each row's first forced
 def test_topk_keeps_exactly_max_of_budget_and_forced(problem):
     """The mask keeps exactly max(k, rows·min(j, ncols)) entries, never more than the matrix holds."""
     w, k, j = problem
@@ -444,6 +445,19 @@ def test_abstopk_mask_is_the_top_k_or_everything(xk):
             assert (row[keep] != 0).all()
         else:
             assert keep.all()
+
+
+@given(st.sampled_from([(64, 16), (128, 32), (512, 128)]), st.integers(0, 2 ** 32 - 1))
+def test_abstopk_mask_is_the_top_k_at_the_models_widths(nk, seed):
+    """On rows as wide as the model's sites (np.partition no longer sorts them whole as a side effect, as it does
+    the short rows drawn above), each row keeps exactly its k largest |x|. Many rows: a wrong selection index is
+    right by luck in ~99% of them."""
+    n, k = nk
+    x = np.random.default_rng(seed).standard_normal((256, n)).astype(np.float32)
+    mask = abstopk_mask(x, k)
+    assert (mask.sum(axis=-1) == k).all()
+    top = -np.sort(-np.abs(x), axis=-1)[:, :k]
+    np.testing.assert_array_equal(-np.sort(-np.where(mask, np.abs(x), -1), axis=-1)[:, :k], top)
 
 
 @pytest.mark.parametrize("k", [0, -1])

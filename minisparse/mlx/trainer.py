@@ -41,16 +41,19 @@ class MLXTrainer:
             grads = nn.average_gradients(grads, group=self.group)
             loss = mx.distributed.all_sum(loss, group=self.group) / self.group.size()
         finite = self.optimizer.update(self.model, grads, inputs, valid=mx.isfinite(loss))
-        return loss, finite
+        return loss, finite, finite.all()
 
     def step(self, x, y, step: int) -> float:
         """One optimizer step (`step` 0-based, as in `minisparse.optim.optimizer_step`) on tokens `x`, targets `y`
         [B, T]; returns the loss before the step. Raises FloatingPointError, leaving everything unchanged, if a
-        gradient is not finite."""
+        gradient is not finite.
+
+        One round trip to the device a step: a single `mx.eval` of everything the host then reads (on a GPU, every
+        extra evaluation is a wait for the device; tests/test_mlx_host_sync.py checks this)."""
         x, y = self._check_batch(x, y)
-        loss, finite = self._step(x, y, self.optimizer.schedule(step))
-        mx.eval(loss, finite, self.model.state, self.optimizer.state)
-        if not finite.all().item():
+        loss, finite, all_finite = self._step(x, y, self.optimizer.schedule(step))
+        mx.eval(loss, finite, all_finite, self.model.state, self.optimizer.state)
+        if not all_finite.item():
             bad = [n for n, f in zip(self.optimizer.shapes, np.array(finite)) if not f]
             raise FloatingPointError(f"non-finite gradient in {bad} at step {step}; parameters left unchanged")
         if not np.isfinite(loss.item()):

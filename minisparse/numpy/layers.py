@@ -3,8 +3,13 @@
 Every op is a pair
     <op>_forward(x, ...)   -> (out, cache)      cache: exactly what the backward needs
     <op>_backward(dout, cache) -> (dx, d...)    gradients of the same shapes as the inputs
-No function modifies its arguments; in-place ops touch only arrays the function itself allocated. Constants are Python
-floats, so a float32 input stays float32 and a float64 gradient check is not capped by a float32 constant (NEP 50).
+each written as its formula, named terms first, so that it can be checked against the math line by line; no function
+modifies its arguments. Constants are Python floats, so a float32 input stays float32 and a float64 gradient check is
+not capped by a float32 constant (NEP 50).
+
+The model runs these, except attention and GELU: for those two, `fast.py` computes the same thing restructured (in
+place, one sequence at a time), because there the plain form costs a measured share of every training step. The
+formulas are here; what the restructuring buys is there.
 
 Shape legend:
     B  batch                  T  tokens (<= n_ctx)         N  = B·T, rows of the 2-D activations
@@ -50,26 +55,20 @@ def scatter_rows(idx, rows, n_rows):
 
 def rmsnorm_forward(x, g):
     # [N, C], [C] -> [N, C]
-    ms = np.einsum("nc,nc->n", x, x)[:, None]        # [N, 1] sum of squares without an [N, C] temporary
-    ms *= 1.0 / x.shape[-1]
-    ms += RMS_EPS
-    rstd = np.sqrt(ms, out=ms)
-    np.divide(1.0, rstd, out=rstd)                   # [N, 1]
-    xhat = x * rstd                                  # [N, C]
+    rstd = 1.0 / np.sqrt((x * x).mean(axis=-1, keepdims=True) + RMS_EPS)   # [N, 1] the reciprocal RMS, r
+    xhat = x * rstd                                                          # [N, C] x̂ = x·r, unit RMS
     return xhat * g, (xhat, rstd, g)
 
 
 def rmsnorm_backward(dout, cache):
     # [N, C] -> [N, C], [C]
     xhat, rstd, g = cache
-    dg = np.einsum("nc,nc->c", dout, xhat)
-    dxhat = dout * g                                                 # [N, C]
-    proj = np.einsum("nc,nc->n", dxhat, xhat)[:, None]               # [N, 1]
-    proj *= 1.0 / xhat.shape[-1]
-    # d/dx of x·rstd(x): rstd·(dxhat − xhat·mean(dxhat·xhat))
-    dxhat -= xhat * proj
-    dxhat *= rstd
-    return dxhat, dg
+    dg = (dout * xhat).sum(axis=0)                                  # [C] g scales every row's x̂
+    dxhat = dout * g                                                # [N, C]
+    proj = (dxhat * xhat).mean(axis=-1, keepdims=True)              # [N, 1] mean(dx̂·x̂)
+    # d/dx of x·r(x): r·(dx̂ − x̂·mean(dx̂·x̂)); the gradient loses its component along x̂ (scaling x leaves x̂ as is)
+    dx = rstd * (dxhat - xhat * proj)
+    return dx, dg
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -78,16 +77,16 @@ def rmsnorm_backward(dout, cache):
 
 def linear_forward(x, w, b=None):
     # [N, in], [out, in], [out] or None -> [N, out]
-    y = x @ w.T
-    if b is not None:
-        y += b
+    y = x @ w.T if b is None else x @ w.T + b
     return y, (x, w, b is not None)
 
 
-def linear_backward(dout, cache):
-    # [N, out] -> [N, in], [out, in], [out] or None
+def linear_backward(dout, cache, weights=True):
+    # [N, out] -> [N, in], [out, in], [out] or None; weights=False: dx only (circuit pruning needs no weight gradients)
     x, w, has_bias = cache
     dx = dout @ w
+    if not weights:
+        return dx, None, None
     dw = dout.T @ x
     db = dout.sum(axis=0) if has_bias else None
     return dx, dw, db
@@ -114,13 +113,13 @@ def abstopk_backward(dout, cache):
 
 # ----------------------------------------------------------------------------------------------------------------------
 # causal multi-head attention with an optional per-head sink logit
-#   s_ij = q_i·k_j / sqrt(Dh) (j <= i),  p_ij = exp(s_ij) / (exp(sink_h) + Σ_j' exp(s_ij'))
+#   s_ij = q_i·k_j / sqrt(Dh) (j <= i),  p_ij = exp(s_ij) / (exp(sink_h) + Σ_j' exp(s_ij')),  y_i = Σ_j p_ij v_j
 # The sink is one extra softmax column whose value vector is zero: it lets a head attend to "nothing".
 
 _causal_bias_cache: dict = {}
 
 
-def _causal_bias(T, dtype):
+def causal_bias(T, dtype):
     # -> [T, T]: 0 on and below the diagonal, -inf above, so exp() zeroes the future
     key = (T, np.dtype(dtype))
     if key not in _causal_bias_cache:
@@ -128,57 +127,52 @@ def _causal_bias(T, dtype):
     return _causal_bias_cache[key]
 
 
-def _heads(x, n_head):
+def split_heads(x, n_head):
     # [B, T, H·Dh] -> [B, H, T, Dh], a view (strided matrices are still BLAS-able)
     B, T, A = x.shape
     return x.reshape(B, T, n_head, A // n_head).transpose(0, 2, 1, 3)
+
+
+def merge_heads(x):
+    # [B, H, T, Dh] -> [B, T, H·Dh]
+    B, H, T, Dh = x.shape
+    return x.transpose(0, 2, 1, 3).reshape(B, T, H * Dh)
 
 
 def attention_forward(q, k, v, sink, n_head):
     # [B, T, A], [B, T, A], [B, T, A], [H] or None -> [B, T, A]
     B, T, A = q.shape
     scale = 1.0 / math.sqrt(A // n_head)
-    qs = _heads(q * scale, n_head)                   # [B, H, T, Dh] scale the small q, not the [T, T] scores
-    kh, vh = _heads(k, n_head), _heads(v, n_head)
-    p = qs @ kh.transpose(0, 1, 3, 2)                # [B, H, T, T] scores, then (in place) probabilities
-    p += _causal_bias(T, p.dtype)
-    m = p.max(axis=-1, keepdims=True)                # [B, H, T, 1]
+    qh, kh, vh = split_heads(q, n_head), split_heads(k, n_head), split_heads(v, n_head)   # [B, H, T, Dh]
+    s = (qh @ kh.transpose(0, 1, 3, 2)) * scale + causal_bias(T, q.dtype)   # [B, H, T, T] scores, −inf in the future
+    sink4 = sink[None, :, None, None] if sink is not None else None          # [1, H, 1, 1]
+    m = s.max(axis=-1, keepdims=True)                                        # [B, H, T, 1]
     if sink is not None:
-        sink4 = sink[None, :, None, None]            # [1, H, 1, 1]
-        np.maximum(m, sink4, out=m)                  # subtract the max over scores ∪ sink: no overflow
-    p -= m
-    np.exp(p, out=p)
-    denom = p.sum(axis=-1, keepdims=True)            # [B, H, T, 1]
-    if sink is not None:
-        p_sink = np.exp(sink4 - m)                   # [B, H, T, 1] unnormalised sink weight
-        denom += p_sink
-    np.divide(1.0, denom, out=denom)
-    p *= denom
-    y = np.empty_like(q)                             # [B, T, A], written head by head through a view
-    np.matmul(p, vh, out=_heads(y, n_head))
-    p_sink = p_sink * denom if sink is not None else None
-    return y, (qs, kh, vh, p, p_sink, y, scale, n_head)
+        m = np.maximum(m, sink4)                     # the max over scores ∪ sink, subtracted below: exp cannot overflow
+    e = np.exp(s - m)                                                        # [B, H, T, T] unnormalised weights
+    e_sink = np.exp(sink4 - m) if sink is not None else 0.0                  # [B, H, T, 1] the sink's
+    denom = e.sum(axis=-1, keepdims=True) + e_sink                           # [B, H, T, 1]
+    p = e / denom                                                            # [B, H, T, T] attention weights
+    p_sink = e_sink / denom if sink is not None else None                    # [B, H, T, 1] weight on the sink
+    y = merge_heads(p @ vh)                                                  # [B, T, A]
+    return y, (qh, kh, vh, p, p_sink, y, scale)
 
 
 def attention_backward(dy, cache):
     # [B, T, A] -> [B, T, A], [B, T, A], [B, T, A], [H] or None
-    qs, kh, vh, p, p_sink, y, scale, n_head = cache
-    dyh = _heads(dy, n_head)                         # [B, H, T, Dh]
-    dq, dk, dv = np.empty_like(dy), np.empty_like(dy), np.empty_like(dy)
-    np.matmul(p.transpose(0, 1, 3, 2), dyh, out=_heads(dv, n_head))
-    dp = dyh @ vh.transpose(0, 1, 3, 2)              # [B, H, T, T]
-    # softmax backward: ds_ij = p_ij (dp_ij − Σ_j' p_ij' dp_ij'), and Σ_j' p_ij' dp_ij' = dy_i·y_i (flash-attention
-    # trick: a [.., Dh] dot instead of a pass over [.., T]); the sink's value is zero, so it adds nothing to that sum.
-    B, T, A = dy.shape
-    rowdot = np.einsum("bthd,bthd->bht", dy.reshape(B, T, n_head, -1), y.reshape(B, T, n_head, -1))[..., None]
-    dp -= rowdot
-    dp *= p                                          # ds; masked entries have p = 0, so they get no gradient
-    np.matmul(dp, kh, out=_heads(dq, n_head))
-    dq *= scale
-    np.matmul(dp.transpose(0, 1, 3, 2), qs, out=_heads(dk, n_head))  # qs already carries the scale
-    # d/dsink_h = Σ_{b,i} p_sink (0 − rowdot): the sink is a softmax column with a zero value vector
-    dsink = None if p_sink is None else -np.einsum("bhtx,bhtx->h", p_sink, rowdot)
-    return dq, dk, dv, dsink
+    qh, kh, vh, p, p_sink, y, scale = cache
+    dyh, yh = split_heads(dy, qh.shape[1]), split_heads(y, qh.shape[1])       # [B, H, T, Dh]
+    dv = p.transpose(0, 1, 3, 2) @ dyh                                       # y = p v
+    dp = dyh @ vh.transpose(0, 1, 3, 2)                                      # [B, H, T, T]
+    # softmax backward: ds_ij = p_ij·(dp_ij − Σ_j' p_ij' dp_ij'), and Σ_j' p_ij' dp_ij' = dy_i·y_i (a [.., Dh] dot
+    # instead of a pass over [.., T]; the sink's value vector is zero, so it adds nothing to that sum)
+    rowdot = (dyh * yh).sum(axis=-1, keepdims=True)                          # [B, H, T, 1]
+    ds = p * (dp - rowdot)                          # masked entries have p = 0, so they get no gradient
+    dq = (ds @ kh) * scale
+    dk = (ds.transpose(0, 1, 3, 2) @ qh) * scale
+    # d/dsink_h = Σ_{b,i} p_sink·(0 − rowdot): the sink is a softmax column with a zero value vector
+    dsink = None if p_sink is None else -(p_sink * rowdot).sum(axis=(0, 2, 3))
+    return merge_heads(dq), merge_heads(dk), merge_heads(dv), dsink
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -187,33 +181,18 @@ def attention_backward(dy, cache):
 
 def gelu_forward(x):
     # [N, M] -> [N, M]
-    t = x * x
-    t *= GELU_A * GELU_C
-    t += GELU_C
-    t *= x                                           # sqrt(2/π)·(x + 0.044715·x³)
-    np.tanh(t, out=t)
-    out = t + 1.0
-    out *= x
-    out *= 0.5
-    return out, (x, t)
+    inner = GELU_C * (x + GELU_A * x * x * x)        # sqrt(2/π)·(x + 0.044715·x³)
+    t = np.tanh(inner)
+    return 0.5 * x * (1.0 + t), (x, t)
 
 
 def gelu_backward(dout, cache):
     # [N, M] -> [N, M]
-    # d/dx = 0.5·(1 + t) + 0.5·x·(1 − t²)·sqrt(2/π)·(1 + 3·0.044715·x²)
     x, t = cache
-    inner = x * x
-    inner *= 3.0 * GELU_A * GELU_C
-    inner += GELU_C
-    inner *= x
-    sech2 = t * t
-    np.subtract(1.0, sech2, out=sech2)
-    inner *= sech2
-    inner += t
-    inner += 1.0
-    inner *= 0.5
-    inner *= dout
-    return inner
+    sech2 = 1.0 - t * t                              # tanh' = sech² = 1 − tanh²
+    dinner = GELU_C * (1.0 + 3.0 * GELU_A * x * x)   # d(inner)/dx
+    local_grad = 0.5 * (1.0 + t) + 0.5 * x * sech2 * dinner
+    return local_grad * dout
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -223,25 +202,22 @@ def gelu_backward(dout, cache):
 def cross_entropy_forward(logits, targets):
     # [N, V], [N] int -> float
     N = logits.shape[0]
-    mx = logits.max(axis=-1, keepdims=True)          # [N, 1]
-    z = logits - mx                                  # [N, V]
-    np.exp(z, out=z)
-    sums = z.sum(axis=-1, keepdims=True)             # [N, 1]
-    z /= sums                                        # softmax, kept for the backward
-    rows = np.arange(N)
-    # −log p_target = log Σ exp(l − max) − (l_target − max), written so that a tiny p_target cannot underflow to log(0)
-    logp = logits[rows, targets] - mx[:, 0] - np.log(sums[:, 0])
-    return float(-logp.mean()), (z, targets)
+    z = logits - logits.max(axis=-1, keepdims=True)  # [N, V] shifted so that exp cannot overflow
+    e = np.exp(z)
+    sums = e.sum(axis=-1, keepdims=True)             # [N, 1]
+    probs = e / sums                                 # [N, V] softmax, kept for the backward
+    # −log p_target = log Σ exp(z) − z_target: exact even where p_target would underflow to 0 (no log(0))
+    nll = np.log(sums[:, 0]) - z[np.arange(N), targets]
+    return float(nll.mean()), (probs, targets)
 
 
 def cross_entropy_backward(dloss, cache):
-    # float -> [N, V]
+    # float -> [N, V]: (softmax − onehot(target)) / N
     probs, targets = cache
     N = probs.shape[0]
     dlogits = probs.copy()
     dlogits[np.arange(N), targets] -= 1.0
-    dlogits *= dloss / N
-    return dlogits
+    return dlogits * (dloss / N)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -252,9 +228,7 @@ def cross_entropy_backward(dloss, cache):
 def gate_forward(x, g, mu):
     # [..., n], [n], [n] -> [..., n]
     # written as x·g + mu·(1 − g), not (x − mu)·g + mu, so that g = 1 gives exactly x and g = 0 exactly mu
-    out = x * g
-    out += mu * (1.0 - g)
-    return out, (x, g, mu)
+    return x * g + mu * (1.0 - g), (x, g, mu)
 
 
 def gate_backward(dout, cache):

@@ -1,7 +1,8 @@
 """The GPT of DESIGN §1 in NumPy, with hand-written backprop.
 
-The forward pass below reads like the equations of DESIGN §1; each step is a forward function from `layers.py` whose
-cache the backward pass hands back to the matching backward function, in reverse order. Activations are kept 2-D,
+The forward pass below reads like the equations of DESIGN §1; each step is a forward function from `layers.py` (for
+attention and GELU, its twin in `fast.py`: the same formula, restructured for speed) whose cache the backward pass
+hands back to the matching backward function, in reverse order. Activations are kept 2-D,
 (N = B·T, width), so every linear layer is a single BLAS call; only attention sees (B, H, T, Dh), through views.
 
 Shapes: B batch, T tokens, N = B·T, D d_model, H heads, Dh d_head, A = H·Dh, M d_mlp, V vocab (see layers.py).
@@ -14,24 +15,22 @@ import numpy as np
 from minisparse.config import ModelConfig
 from minisparse.params import check_gates, check_shapes, init_params, param_shapes
 
+from .fast import attention_backward, attention_forward, gelu_backward, gelu_forward  # layers.py's, restructured
 from .layers import (
     abstopk_backward,
     abstopk_forward,
-    attention_backward,
-    attention_forward,
     cross_entropy_backward,
     cross_entropy_forward,
     embedding_backward,
     embedding_forward,
     gate_backward,
     gate_forward,
-    gelu_backward,
-    gelu_forward,
     linear_backward,
     linear_forward,
     rmsnorm_backward,
     rmsnorm_forward,
 )
+from .memory import reuse_freed_memory
 
 
 class GPT:
@@ -48,6 +47,7 @@ class GPT:
         if not isinstance(config, ModelConfig):
             raise TypeError(f"GPT needs a minisparse.ModelConfig, got {type(config).__name__}")
         self.config = config
+        reuse_freed_memory()   # every step allocates and frees ~100 MB: keep it in the process (see memory.py)
         if params is None:
             self.dtype = np.dtype(np.float32 if dtype is None else dtype)
             if self.dtype not in (np.float32, np.float64):
@@ -78,7 +78,7 @@ class GPT:
         """
         logits, cache = self.forward_cached(idx, gates)
         loss, dlogits = loss_fn(logits)
-        return loss, self.backward(dlogits, cache)[1]
+        return loss, self.backward(dlogits, cache, param_grads=False)[1]
 
     def numpy_params(self) -> dict[str, np.ndarray]:
         """The parameters under their DESIGN §2 names: `self.params` itself, not a copy."""
@@ -174,10 +174,11 @@ class GPT:
                  "bigram": c_bigram, "sites": sites}
         return logits.reshape(B, T, cfg.vocab_size), cache
 
-    def backward(self, dlogits, cache) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    def backward(self, dlogits, cache, param_grads: bool = True) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """[B, T, V] dL/dlogits and the cache of `forward_cached` -> (grads keyed like params, gate_grads).
 
-        gate_grads["L{l}.{site}"] is [n], dL/dg summed over B and T, for each site that had a gate.
+        gate_grads["L{l}.{site}"] is [n], dL/dg summed over B and T, for each site that had a gate. With
+        `param_grads=False` no parameter gradient is computed (grads is {}): a third of the matmuls saved, for pruning.
         """
         cfg = self.config
         B, T = cache["B"], cache["T"]
@@ -195,33 +196,38 @@ class GPT:
                 dout, gate_grads[key] = gate_backward(dout, gate_cache)
             return abstopk_backward(dout, topk_cache)
 
-        if cfg.bigram:
+        def linear_back(dout, linear_cache):
+            return linear_backward(dout, linear_cache, weights=param_grads)
+
+        if cfg.bigram and param_grads:
             grads["bigram.weight"] = embedding_backward(dlogits, cache["bigram"])
-        dxf, grads["lm_head.weight"], _ = linear_backward(dlogits, cache["lm_head"])
+        dxf, grads["lm_head.weight"], _ = linear_back(dlogits, cache["lm_head"])
         dx, grads["norm_f.weight"] = rmsnorm_backward(dxf, cache["norm_f"])    # [N, D], ours: += below is safe
         for l in reversed(range(cfg.n_layer)):
             p, c = f"blocks.{l}.", cache["blocks"][l]
             # MLP branch: x += w reads the residual gradient dx as dL/dw
             dw = site_back(dx, c["mlp_out"])
-            du, grads[p + "mlp.down_proj.weight"], grads[p + "mlp.down_proj.bias"] = linear_backward(dw, c["down"])
+            du, grads[p + "mlp.down_proj.weight"], grads[p + "mlp.down_proj.bias"] = linear_back(dw, c["down"])
             du = gelu_backward(site_back(du, c["mlp_neuron"]), c["gelu"])
-            dm, grads[p + "mlp.up_proj.weight"], grads[p + "mlp.up_proj.bias"] = linear_backward(du, c["up"])
+            dm, grads[p + "mlp.up_proj.weight"], grads[p + "mlp.up_proj.bias"] = linear_back(du, c["up"])
             dh, grads[p + "norm2.weight"] = rmsnorm_backward(site_back(dm, c["mlp_in"]), c["norm2"])
             dx += dh
             # attention branch
             do = site_back(dx, c["attn_out"])
-            dy, grads[p + "attn.o_proj.weight"], grads[p + "attn.o_proj.bias"] = linear_backward(do, c["o_proj"])
+            dy, grads[p + "attn.o_proj.weight"], grads[p + "attn.o_proj.bias"] = linear_back(do, c["o_proj"])
             dq, dk, dv, dsink = attention_backward(dy.reshape(B, T, A), c["attn"])
             if dsink is not None:
                 grads[p + "attn.sink"] = dsink
             d_qkv = np.concatenate([site_back(dq.reshape(N, A), c["q"]), site_back(dk.reshape(N, A), c["k"]),
                                     site_back(dv.reshape(N, A), c["v"])], axis=1)   # [N, 3A]
-            da, dw_qkv, db_qkv = linear_backward(d_qkv, c["qkv"])
-            for i, s in enumerate("qkv"):   # row blocks of the stacked weight: contiguous views, no copies
+            da, dw_qkv, db_qkv = linear_back(d_qkv, c["qkv"])
+            for i, s in enumerate("qkv" if param_grads else ""):   # row blocks of the stacked weight: views
                 grads[p + f"attn.{s}_proj.weight"] = dw_qkv[i * A:(i + 1) * A]
                 grads[p + f"attn.{s}_proj.bias"] = db_qkv[i * A:(i + 1) * A]
             dh, grads[p + "norm1.weight"] = rmsnorm_backward(site_back(da, c["attn_in"]), c["norm1"])
             dx += dh
+        if not param_grads:
+            return {}, gate_grads
         grads["wte.weight"] = embedding_backward(dx, cache["wte"])
         if cfg.pos_emb == "learned":
             dwpe = np.zeros((cfg.n_ctx, cfg.d_model), dtype=dx.dtype)
