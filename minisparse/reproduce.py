@@ -178,22 +178,21 @@ def circuit_record(c: Circuit) -> dict:
             "seconds": c.settings.get("seconds")}
 
 
-def prune_job(experiment: Experiment, checkpoint: str, task_name: str, full_scorecard: bool, path: str) -> dict:
-    """Prune one task on one checkpoint and save its scorecard to `path` (and the whole circuit beside it). The whole
-    scorecard (controls, zero ablation, more pruning seeds) is computed when `full_scorecard` (the model solves the
-    task and is a final model); otherwise only the circuit."""
+def prune_job(experiment: Experiment, checkpoint: str, task_name: str, scorecard: str, path: str) -> dict:
+    """Prune one task on one checkpoint; save its scorecard to `path` and the whole circuit beside it. `scorecard`:
+    "circuit" (the circuit alone), "controls" (and both controls), "full" (and zero ablation, more pruning seeds)."""
     experiment.load_tasks()
     model, task = load(checkpoint, backend=experiment.backend), get_task(task_name)
     means = ablation_means(model, "mean", 0)
     settings = {"steps": experiment.prune_steps}
     main = prune(model, task, means=means, seed=0, **settings)
-    if full_scorecard:
+    if scorecard in ("controls", "full"):
         main.controls = run_controls(model, task, main, means=means, seed=0, **settings)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     main.to_json(path.with_suffix(".circuit.json"))
     card = {"full_loss": main.full_loss, "circuit": circuit_record(main)}
-    if full_scorecard:
+    if scorecard == "full":
         card["zero_ablation"] = circuit_record(prune(model, task, ablation="zero", seed=0, **settings))
         others = [prune(model, task, means=means, seed=s, **settings) for s in range(1, experiment.prune_seeds)]
         card["seeds"] = [circuit_record(c) for c in others]
@@ -276,24 +275,40 @@ class Reproduction:
         return out
 
     # --- 4. prune ---------------------------------------------------------------------------------------------------
-    def prune_all(self, evals: dict, matched: dict) -> dict[str, dict[str, dict]]:
-        """{point: {task: scorecard}} for every final model and every matched dense checkpoint."""
-        finals = [self.final_point(r) for r in self.experiment.runs()]
-        points = finals + sorted(set(matched.values()) - set(finals))
-        cards: dict[str, dict[str, dict]] = {p: {} for p in points}
-        todo = []
-        for point in points:
+    def prune_plan(self, evals: dict, matched: dict) -> dict[tuple[str, str], str]:
+        """{(point, task): how much of the scorecard to compute} for every final model and every matched dense
+        checkpoint, in that order.
+
+        Where a final model solves the task: "full" for the first seed's models; for the other seeds' (whose role is
+        the headline's spread) "controls" on the sparse models, which the verdict needs. Otherwise, and on matched
+        dense checkpoints, "circuit" alone (a dense circuit only has to reach its target to be compared)."""
+        runs = self.experiment.runs()
+        finals = [self.final_point(r) for r in runs]
+        first_seed = {self.final_point(r) for r in runs if r.seed == self.experiment.seeds[0]}
+        sparse = {self.final_point(r) for r in runs if r.density < 1}
+        plan = {}
+        for point in finals + sorted(set(matched.values()) - set(finals)):
             for t in self.experiment.task_names:
-                path = self.out / "circuits" / point / f"{t}.json"
-                if path.exists():
-                    cards[point][t] = json.loads(path.read_text())
-                    continue
-                full = point in finals and evals[point]["task_loss"][t] <= self.experiment.solved
-                todo.append(((point, t), (prune_job, (self.experiment, str(self.checkpoint(point)), t, full,
+                solved = point in finals and evals[point]["task_loss"][t] <= self.experiment.solved
+                plan[point, t] = ("circuit" if not solved else "full" if point in first_seed
+                                  else "controls" if point in sparse else "circuit")
+        return plan
+
+    def prune_all(self, evals: dict, matched: dict) -> dict[str, dict[str, dict]]:
+        """{point: {task: scorecard}} for the points and tasks of `prune_plan`, each cached in its own file."""
+        plan = self.prune_plan(evals, matched)
+        cards: dict[str, dict[str, dict]] = {p: {} for p, _ in plan}
+        todo = []
+        for (point, t), scorecard in plan.items():
+            path = self.out / "circuits" / point / f"{t}.json"
+            if path.exists():
+                cards[point][t] = json.loads(path.read_text())
+            else:
+                todo.append(((point, t), (prune_job, (self.experiment, str(self.checkpoint(point)), t, scorecard,
                                                       str(path)))))
         for ((point, t), _), card in zip(todo, self._pool([job for _, job in todo], "prune")):
             cards[point][t] = card
-        return {p: {t: cards[p][t] for t in self.experiment.task_names} for p in points}
+        return {p: {t: cards[p][t] for t in self.experiment.task_names} for p in cards}
 
     # --- everything -------------------------------------------------------------------------------------------------
     def run(self, reuse: bool = False) -> dict:

@@ -73,6 +73,21 @@ def test_matched_loss_picks_the_dense_checkpoint_closest_in_validation_loss(tmp_
     assert rep.closest_loss(1.0, {"a": 0.5, "b": 1.5}) == "a"       # a tie goes to the earlier checkpoint
 
 
+def test_the_prune_plan_gives_each_circuit_the_scorecard_it_needs(tmp_path):
+    r = rep.Reproduction(tiny_experiment(seeds=(0, 1), tasks=("single_double_quote",)), tmp_path, progress=False)
+    solved, unsolved = {"single_double_quote": 0.1}, {"single_double_quote": 11.0}   # the bar is 10 here
+    evals = {"dense-s0@60": solved, "1in4-s0@60": solved, "dense-s1@60": solved, "1in4-s1@60": solved,
+             "dense-s0@20": solved}
+    plan = r.prune_plan({p: {"task_loss": v} for p, v in evals.items()}, {"1in4-s0": "dense-s0@20"})
+    assert plan == {("dense-s0@60", "single_double_quote"): "full", ("1in4-s0@60", "single_double_quote"): "full",
+                    ("dense-s1@60", "single_double_quote"): "circuit",       # a later seed's dense model: no verdict
+                    ("1in4-s1@60", "single_double_quote"): "controls",      # a later seed's sparse one: the verdict
+                    ("dense-s0@20", "single_double_quote"): "circuit"}      # a matched checkpoint
+    evals["1in4-s0@60"] = unsolved
+    plan = r.prune_plan({p: {"task_loss": v} for p, v in evals.items()}, {})
+    assert plan["1in4-s0@60", "single_double_quote"] == "circuit"           # not solved: the circuit alone
+
+
 def test_a_killed_reproduce_resumes_without_redoing_finished_work(tmp_path, monkeypatch):
     experiment = tiny_experiment()
     calls = {"prune": 0, "train": 0}
