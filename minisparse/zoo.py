@@ -11,15 +11,12 @@ same configs and corpus anywhere under the `search` folders (by default $MINISPA
 `runs/reproduce` seen from the repository root or from `lessons/`, where `minisparse reproduce` writes its models):
 each checkpoint's metadata says how it was made.
 
-`lesson_model(name, fast)` gives the models the lessons share, so that two lessons asking for "sparse" get the same
-one: a small GPT trained on the standard library with examples of the built-in tasks mixed in (`with_task_examples`),
-so that a model this small, trained in minutes, does the tasks that lessons 4, 8 and 10 prune it for.
+`recipe(name, fast)` names the models the lessons share, so that two lessons asking for "sparse" get the same one.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import os
@@ -30,8 +27,7 @@ from safetensors import safe_open
 from .checkpoint import load
 from .config import ModelConfig, TrainConfig
 from .data import Corpus, load_corpus
-from .tasks import with_task_examples
-from .train import METRICS_FILE, MODEL_FILE, train
+from .train import MODEL_FILE, METRICS_FILE, train
 
 
 def cache_dir() -> Path:
@@ -120,9 +116,6 @@ _FAST_MODEL = dataclasses.replace(_LESSON_MODEL, d_model=32, n_head=2, d_mlp=128
 _FAST_TRAIN = dataclasses.replace(_LESSON_TRAIN, steps=60, batch_size=8, eval_every=20, eval_batches=2,
                                   checkpoint_every=60)
 DENSITIES = {"dense": 1.0, "sparse-4": 1 / 4, "sparse": 1 / 16, "sparse-64": 1 / 64}
-LESSON_TASKS = ("single_double_quote", "bracket_counting", "set_or_string_fixedvarname", "while_return_true",
-                "dict_or_list", "def_or_call")
-_EXAMPLES_PER_TASK = {False: 2000, True: 200}           # (fast) -> examples of each task mixed into training
 
 
 def recipe(name: str, fast: bool = False, steps: int | None = None) -> tuple[ModelConfig, TrainConfig]:
@@ -136,19 +129,3 @@ def recipe(name: str, fast: bool = False, steps: int | None = None) -> tuple[Mod
     if steps is not None:
         train_cfg = dataclasses.replace(train_cfg, steps=steps)
     return model_cfg, train_cfg
-
-
-@functools.lru_cache(maxsize=2)
-def lesson_corpus(fast: bool = False) -> Corpus:
-    """The lessons' training corpus: the standard library with examples of LESSON_TASKS mixed in."""
-    return with_task_examples(load_corpus(), LESSON_TASKS, _EXAMPLES_PER_TASK[fast])
-
-
-def lesson_run(name: str, fast: bool = False, steps: int | None = None, progress: bool = True) -> Path:
-    """The run directory of a lesson model (`recipe`), trained on `lesson_corpus` now if it is not cached yet."""
-    return trained_run(*recipe(name, fast, steps), corpus=lesson_corpus(fast), progress=progress)
-
-
-def lesson_model(name: str, fast: bool = False, steps: int | None = None, progress: bool = True):
-    """A lesson model as a NumPy GPT (see `lesson_run`)."""
-    return load(lesson_run(name, fast, steps, progress) / MODEL_FILE)
