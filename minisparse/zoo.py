@@ -11,22 +11,27 @@ same configs and corpus anywhere under the `search` folders (by default $MINISPA
 `runs/reproduce` seen from the repository root or from `lessons/`, where `minisparse reproduce` writes its models):
 each checkpoint's metadata says how it was made.
 
-`recipe(name, fast)` names the models the lessons share, so that two lessons asking for "sparse" get the same one.
+`lesson_model(name, fast)` gives the models the lessons share, so that two lessons asking for "sparse" get the same
+one: a small GPT trained on the standard library with examples of the built-in tasks mixed in (`with_task_examples`),
+so that a model this small, trained in minutes, does the tasks that lessons 4, 8 and 10 prune it for.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
 from pathlib import Path
 
+import numpy as np
 from safetensors import safe_open
 
 from .checkpoint import load
 from .config import ModelConfig, TrainConfig
-from .data import Corpus, load_corpus
+from .data import SEP, Corpus, encode, load_corpus
+from .tasks import get_task
 from .train import MODEL_FILE, METRICS_FILE, train
 
 
@@ -105,6 +110,23 @@ def metrics(run: Path) -> list[dict]:
     return [by_step[s] for s in sorted(by_step)]
 
 
+def with_task_examples(corpus: Corpus, tasks, per_task: int, seed: int = 0) -> Corpus:
+    """`corpus` with `per_task` examples of each task appended to its training stream: each a prompt from the task's
+    *train* templates followed by its right answer, shuffled, separated by SEP (the byte between files, with which
+    task prompts are left-padded). Validation text is unchanged, and no test-template prompt is ever added, so held-out
+    task loss still measures generalisation. The fingerprint covers the added bytes."""
+    examples = []
+    for name in tasks:
+        task = get_task(name)
+        examples += [encode(ex.prompt + task.answers[ex.answer]).tobytes()
+                     for ex in task.examples(per_task, "train", seed)]
+    np.random.default_rng(seed).shuffle(examples)
+    added = bytes([SEP]).join(examples)
+    train = np.frombuffer(corpus.train.tobytes() + bytes([SEP]) + added, dtype=np.uint8)
+    h = hashlib.sha256(corpus.fingerprint.encode() + added).hexdigest()
+    return dataclasses.replace(corpus, train=train, fingerprint=h)
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # The lessons' models
 
@@ -116,6 +138,9 @@ _FAST_MODEL = dataclasses.replace(_LESSON_MODEL, d_model=32, n_head=2, d_mlp=128
 _FAST_TRAIN = dataclasses.replace(_LESSON_TRAIN, steps=60, batch_size=8, eval_every=20, eval_batches=2,
                                   checkpoint_every=60)
 DENSITIES = {"dense": 1.0, "sparse-4": 1 / 4, "sparse": 1 / 16, "sparse-64": 1 / 64}
+LESSON_TASKS = ("single_double_quote", "bracket_counting", "set_or_string_fixedvarname", "while_return_true",
+                "dict_or_list", "def_or_call")
+_EXAMPLES_PER_TASK = {False: 2000, True: 200}           # (fast) -> examples of each task mixed into training
 
 
 def recipe(name: str, fast: bool = False, steps: int | None = None) -> tuple[ModelConfig, TrainConfig]:
@@ -129,3 +154,19 @@ def recipe(name: str, fast: bool = False, steps: int | None = None) -> tuple[Mod
     if steps is not None:
         train_cfg = dataclasses.replace(train_cfg, steps=steps)
     return model_cfg, train_cfg
+
+
+@functools.lru_cache(maxsize=2)
+def lesson_corpus(fast: bool = False) -> Corpus:
+    """The lessons' training corpus: the standard library with examples of LESSON_TASKS mixed in."""
+    return with_task_examples(load_corpus(), LESSON_TASKS, _EXAMPLES_PER_TASK[fast])
+
+
+def lesson_run(name: str, fast: bool = False, steps: int | None = None, progress: bool = True) -> Path:
+    """The run directory of a lesson model (`recipe`), trained on `lesson_corpus` now if it is not cached yet."""
+    return trained_run(*recipe(name, fast, steps), corpus=lesson_corpus(fast), progress=progress)
+
+
+def lesson_model(name: str, fast: bool = False, steps: int | None = None, progress: bool = True):
+    """A lesson model as a NumPy GPT (see `lesson_run`)."""
+    return load(lesson_run(name, fast, steps, progress) / MODEL_FILE)
