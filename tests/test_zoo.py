@@ -10,6 +10,7 @@ import pytest
 from minisparse import zoo
 from minisparse.checkpoint import read_checkpoint
 from minisparse.config import ModelConfig, TrainConfig
+from minisparse.data import Corpus
 from minisparse.train import MODEL_FILE, train
 
 CFG = ModelConfig(vocab_size=256, n_ctx=16, d_model=16, n_layer=1, n_head=1, d_head=8, d_mlp=32)
@@ -18,6 +19,8 @@ TCFG = TrainConfig(steps=6, batch_size=2, lr=1e-2, weight_density=0.25, eval_eve
 TEXT = b"def add(a, b):\n    return a + b\n" * 20
 CORPUS = SimpleNamespace(train=np.frombuffer(TEXT, np.uint8), val=np.frombuffer(TEXT[::-1], np.uint8),
                          fingerprint="zoo-test-corpus")
+CORPUS_WITH_FILES = Corpus(root="test", train=CORPUS.train, val=CORPUS.val, fingerprint="zoo-test-corpus",
+                           train_files=("a.py",), val_files=("b.py",))
 
 
 @pytest.fixture(autouse=True)
@@ -93,3 +96,23 @@ def test_lesson_recipes_differ_only_in_density():
     assert zoo.recipe("sparse", steps=500)[1].steps == 500
     with pytest.raises(ValueError, match="sparse"):
         zoo.recipe("sparse-8")
+
+
+def test_task_examples_are_appended_to_training_text_only():
+    from minisparse.data import SEP
+    from minisparse.tasks import get_task
+
+    mixed = zoo.with_task_examples(CORPUS_WITH_FILES, ["while_return_true"], per_task=6, seed=3)
+    assert mixed.val is CORPUS_WITH_FILES.val
+    base = CORPUS_WITH_FILES.train.tobytes()
+    added = mixed.train.tobytes()
+    assert added.startswith(base + bytes([SEP]))
+    examples = added[len(base) + 1:].split(bytes([SEP]))
+    task = get_task("while_return_true")
+    expected = sorted((ex.prompt + task.answers[ex.answer]).encode() for ex in task.examples(6, "train", 3))
+    assert sorted(examples) == expected                                     # train templates only, with their answers
+    test_prompts = {ex.prompt.encode() for ex in task.examples(50, "test", 3)}
+    assert not any(e[:-1] in test_prompts for e in examples)
+    assert mixed.fingerprint != CORPUS_WITH_FILES.fingerprint
+    assert zoo.with_task_examples(CORPUS_WITH_FILES, ["while_return_true"], 6, 3).fingerprint == mixed.fingerprint
+    assert zoo.with_task_examples(CORPUS_WITH_FILES, ["while_return_true"], 6, 4).fingerprint != mixed.fingerprint
