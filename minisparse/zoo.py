@@ -32,7 +32,7 @@ from .checkpoint import load
 from .config import ModelConfig, TrainConfig
 from .data import SEP, Corpus, encode, load_corpus
 from .tasks import get_task
-from .train import MODEL_FILE, METRICS_FILE, train
+from .train import METRICS_FILE, MODEL_FILE, train
 
 
 def cache_dir() -> Path:
@@ -162,11 +162,47 @@ def lesson_corpus(fast: bool = False) -> Corpus:
     return with_task_examples(load_corpus(), LESSON_TASKS, _EXAMPLES_PER_TASK[fast])
 
 
-def lesson_run(name: str, fast: bool = False, steps: int | None = None, progress: bool = True) -> Path:
-    """The run directory of a lesson model (`recipe`), trained on `lesson_corpus` now if it is not cached yet."""
-    return trained_run(*recipe(name, fast, steps), corpus=lesson_corpus(fast), progress=progress)
+def reproduce_run(name: str, search=None) -> Path | None:
+    """The finished run that `minisparse reproduce` trained at this lesson model's density (its first seed), if one is
+    under the `search` folders (default: `default_search()`), as `<folder>/models/<run>/model.safetensors`."""
+    from .reproduce import Run
+
+    run = Run(DENSITIES[name], 0).name
+    for folder in default_search() if search is None else search:
+        made = _made_by(Path(folder) / "models" / run / MODEL_FILE)
+        if made is not None and made["train_config"] and made["step"] == made["train_config"]["steps"]:
+            return Path(folder) / "models" / run
+    return None
 
 
-def lesson_model(name: str, fast: bool = False, steps: int | None = None, progress: bool = True):
+def lesson_run(name: str, fast: bool = False, steps: int | None = None, progress: bool = True,
+               reproduce: bool = True) -> Path:
+    """The run directory of a lesson model: with `reproduce` (and not `fast`, and no other `steps`), the model
+    `minisparse reproduce` trained at this density if there is one; otherwise the lesson `recipe` trained on
+    `lesson_corpus`, now if it is not cached yet."""
+    found = reproduce_run(name) if reproduce and not fast and steps is None else None
+    return found or trained_run(*recipe(name, fast, steps), corpus=lesson_corpus(fast), progress=progress)
+
+
+def lesson_model(name: str, fast: bool = False, steps: int | None = None, progress: bool = True,
+                 reproduce: bool = True):
     """A lesson model as a NumPy GPT (see `lesson_run`)."""
-    return load(lesson_run(name, fast, steps, progress) / MODEL_FILE)
+    return load(lesson_run(name, fast, steps, progress, reproduce) / MODEL_FILE)
+
+
+def describe(run: Path) -> str:
+    """One line on what a run directory holds: its shape, training, density and text."""
+    made = _made_by(Path(run) / MODEL_FILE)
+    if made is None:
+        raise ValueError(f"no readable checkpoint in {run}")
+    m, t = made["config"], made["train_config"] or {}
+    if made["corpus"] == load_corpus().fingerprint:
+        text = "the standard library"
+    elif made["corpus"] in (lesson_corpus(False).fingerprint, lesson_corpus(True).fingerprint):
+        text = "the standard library with task examples mixed in"
+    else:
+        text = f"a corpus of fingerprint {made['corpus'][:12]}…"
+    density = t.get("weight_density", 1.0)
+    return (f"{run}: d_model {m['d_model']}, {m['n_layer']} layers, context {m['n_ctx']}; "
+            + ("dense" if density == 1 else f"weight density 1/{round(1 / density)}")
+            + f"; {made['step']} steps of {t.get('batch_size', '?')}×{m['n_ctx']} bytes of {text}")

@@ -85,6 +85,16 @@ def task_loss(last, labels, answers):
     return float(np.mean(np.logaddexp(0.0, np.where(labels == 1, -z, z))))
 
 
+def node_ablation(model, data, mask, means, node):
+    from minisparse.circuits import task_loss as loss_of
+    from minisparse.circuits.masks import gates_from_mask
+
+    site, i = node[:node.index("[")], int(node[node.index("[") + 1:-1])
+    without = {k: m.copy() for k, m in mask.items()}
+    without[site][i] = 0.0
+    return loss_of(model, data, gates_from_mask(without, means)) - loss_of(model, data, gates_from_mask(mask, means))
+
+
 def prune_to_density(params, density, j, *, axis_of=min_axis, skip=False, global_topk=False):
     from minisparse.sparsity import is_sparsified
 
@@ -116,6 +126,7 @@ RIGHT = {
     "check_jacobian": jacobian,
     "check_count_edges": count_edges,
     "check_task_loss": task_loss,
+    "check_node_ablation": node_ablation,
     "check_prune_to_density": prune_to_density,
     "check_sparse_matmul": sparse_matmul,
 }
@@ -303,6 +314,35 @@ def _forgets_values(x, rows, cols, values, n_out):
     return y
 
 
+def _ablates_in_place(model, data, mask, means, node):
+    from minisparse.circuits import task_loss as loss_of
+    from minisparse.circuits.masks import gates_from_mask
+
+    base = loss_of(model, data, gates_from_mask(mask, means))
+    site, i = node[:node.index("[")], int(node[node.index("[") + 1:-1])
+    mask[site][i] = 0.0
+    return loss_of(model, data, gates_from_mask(mask, means)) - base
+
+
+def _in_the_full_model(model, data, mask, means, node):
+    full = {k: np.ones_like(m) for k, m in mask.items()}
+    return node_ablation(model, data, full, means, node)
+
+
+def _zero_not_mean(model, data, mask, means, node):
+    return node_ablation(model, data, mask, {k: np.zeros_like(m) for k, m in means.items()}, node)
+
+
+def _no_baseline(model, data, mask, means, node):
+    from minisparse.circuits import task_loss as loss_of
+    from minisparse.circuits.masks import gates_from_mask
+
+    site, i = node[:node.index("[")], int(node[node.index("[") + 1:-1])
+    without = {k: m.copy() for k, m in mask.items()}
+    without[site][i] = 0.0
+    return loss_of(model, data, gates_from_mask(without, means))
+
+
 WRONG = {
     "check_abstopk": [
         ("ranks by x, not |x|", lambda x, k: np.where(x >= np.sort(x, axis=-1)[..., -k, None], x, 0.0), "expected"),
@@ -365,6 +405,12 @@ WRONG = {
         ("in bits", _log2, "expected"),
         ("sums over prompts", lambda *a: task_loss(*a) * len(a[1]), "expected"),
     ],
+    "check_node_ablation": [
+        ("changes the circuit's mask", _ablates_in_place, "changed mask"),
+        ("ablates it in the full model", _in_the_full_model, "expected"),
+        ("zero instead of the means", _zero_not_mean, "expected"),
+        ("forgets to subtract the circuit's loss", _no_baseline, "expected"),
+    ],
     "check_prune_to_density": [
         ("prunes norms and biases too", _prunes_everything, "never pruned"),
         ("minimum per row for every matrix", _rows_everywhere, "o_proj"),
@@ -407,6 +453,8 @@ def test_compare_names_the_first_wrong_entry():
         ex.compare("y", np.zeros(3), np.zeros(4))
     with pytest.raises(ex.ExerciseError):
         ex.compare("y", np.array([np.nan]), np.array([1.0]), atol=1.0)
+    with pytest.raises(ex.ExerciseError, match="list"):
+        ex.compare("y", [[1.0, 2.0], [3.0]], np.zeros(2))                # ragged: not an array at all
 
 
 def test_blank_removes_every_solution_and_keeps_the_rest(tmp_path):

@@ -29,7 +29,7 @@ def test_there_are_lessons():
     names = {p.name for p in NOTEBOOKS}
     mine = {"01_three_sparsities.ipynb", "02_backprop_by_hand.ipynb", "03_training_a_sparse_model.ipynb",
             "04_circuits.ipynb", "06_cost_of_weight_sparsity.ipynb", "07_interference_and_certainty.ipynb",
-            "08_is_the_circuit_real.ipynb"}
+            "08_is_the_circuit_real.ipynb", "10_reading_a_circuit.ipynb"}
     assert mine <= names, f"missing lessons {sorted(mine - names)} in {LESSONS}"
     readme = (LESSONS / "README.md").read_text()
     unlisted = [name for name in names if f"`{name}`" not in readme]

@@ -116,3 +116,19 @@ def test_task_examples_are_appended_to_training_text_only():
     assert mixed.fingerprint != CORPUS_WITH_FILES.fingerprint
     assert zoo.with_task_examples(CORPUS_WITH_FILES, ["while_return_true"], 6, 3).fingerprint == mixed.fingerprint
     assert zoo.with_task_examples(CORPUS_WITH_FILES, ["while_return_true"], 6, 4).fingerprint != mixed.fingerprint
+
+
+def test_a_model_that_reproduce_trained_is_used_for_the_lessons(tmp_path, monkeypatch):
+    folder = tmp_path / "reproduce"
+    monkeypatch.setenv("MINISPARSE_RUNS", str(folder))
+    assert zoo.reproduce_run("sparse") is None
+    train(CFG, TCFG, folder / "models" / "1in16-s0", corpus=CORPUS, progress=False, until=3)   # unfinished: not used
+    assert zoo.reproduce_run("sparse") is None
+    train(CFG, TCFG, folder / "models" / "1in16-s0", corpus=CORPUS, progress=False, resume=True)
+    assert zoo.reproduce_run("sparse") == folder / "models" / "1in16-s0"
+    assert zoo.reproduce_run("dense") is None
+    calls = _count_trainings(monkeypatch)
+    assert zoo.lesson_run("sparse") == folder / "models" / "1in16-s0" and calls == []
+    monkeypatch.setattr(zoo, "lesson_corpus", lambda fast=False: SimpleNamespace(fingerprint=f"lessons-{fast}"))
+    said = zoo.describe(folder / "models" / "1in16-s0")
+    assert "weight density 1/4" in said and "6 steps" in said and "zoo-test-cor" in said     # read back from the file
