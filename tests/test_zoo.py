@@ -102,7 +102,7 @@ def test_task_examples_are_appended_to_training_text_only():
     from minisparse.data import SEP
     from minisparse.tasks import get_task
 
-    mixed = zoo.with_task_examples(CORPUS_WITH_FILES, ["while_return_true"], per_task=6, seed=3)
+    mixed = zoo.with_task_examples(CORPUS_WITH_FILES, ["while_return_true"], per_task=6, repeat=2, seed=3)
     assert mixed.val is CORPUS_WITH_FILES.val
     base = CORPUS_WITH_FILES.train.tobytes()
     added = mixed.train.tobytes()
@@ -110,12 +110,14 @@ def test_task_examples_are_appended_to_training_text_only():
     examples = added[len(base) + 1:].split(bytes([SEP]))
     task = get_task("while_return_true")
     expected = sorted((ex.prompt + task.answers[ex.answer]).encode() for ex in task.examples(6, "train", 3))
-    assert sorted(examples) == expected                                     # train templates only, with their answers
+    assert sorted(examples) == sorted(expected * 2)                          # train templates only, with their answers
     test_prompts = {ex.prompt.encode() for ex in task.examples(50, "test", 3)}
     assert not any(e[:-1] in test_prompts for e in examples)
     assert mixed.fingerprint != CORPUS_WITH_FILES.fingerprint
-    assert zoo.with_task_examples(CORPUS_WITH_FILES, ["while_return_true"], 6, 3).fingerprint == mixed.fingerprint
-    assert zoo.with_task_examples(CORPUS_WITH_FILES, ["while_return_true"], 6, 4).fingerprint != mixed.fingerprint
+    again = zoo.with_task_examples(CORPUS_WITH_FILES, ["while_return_true"], 6, repeat=2, seed=3)
+    assert again.fingerprint == mixed.fingerprint
+    assert zoo.with_task_examples(CORPUS_WITH_FILES, ["while_return_true"], 6, repeat=2, seed=4).fingerprint \
+        != mixed.fingerprint
 
 
 def test_a_model_that_reproduce_trained_is_used_for_the_lessons(tmp_path, monkeypatch):
