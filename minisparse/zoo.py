@@ -204,7 +204,7 @@ def describe(run: Path) -> str:
     m, t = made["config"], made["train_config"] or {}
     if made["corpus"] == load_corpus().fingerprint:
         text = "the standard library"
-    elif made["corpus"] in (lesson_corpus(False).fingerprint, lesson_corpus(True).fingerprint):
+    elif any(made["corpus"] == lesson_corpus(fast).fingerprint for fast in (True, False)):   # the small one first
         text = "the standard library with task examples mixed in"
     else:
         text = f"a corpus of fingerprint {made['corpus'][:12]}…"
