@@ -12,8 +12,9 @@ same configs and corpus anywhere under the `search` folders (by default $MINISPA
 each checkpoint's metadata says how it was made.
 
 `lesson_model(name, fast)` gives the models the lessons share, so that two lessons asking for "sparse" get the same
-one: a small GPT trained on the standard library with examples of the built-in tasks mixed in (`with_task_examples`),
-so that a model this small, trained in minutes, does the tasks that lessons 4, 8 and 10 prune it for.
+one: a small GPT trained on the standard library with examples of six built-in tasks mixed in
+(`minisparse.tasks.with_task_examples`), so that a model this small, trained in minutes, does the tasks that lessons
+4, 8 and 10 prune it for.
 """
 
 from __future__ import annotations
@@ -25,13 +26,12 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 from safetensors import safe_open
 
 from .checkpoint import load
 from .config import ModelConfig, TrainConfig
-from .data import SEP, Corpus, encode, load_corpus
-from .tasks import get_task
+from .data import Corpus, load_corpus
+from .tasks import with_task_examples
 from .train import METRICS_FILE, MODEL_FILE, train
 
 
@@ -41,8 +41,15 @@ def cache_dir() -> Path:
 
 
 def model_key(model_cfg: ModelConfig, train_cfg: TrainConfig, fingerprint: str) -> str:
-    """A short hash of what decides a trained model's weights."""
-    blob = json.dumps({"config": model_cfg.to_dict(), "train_config": train_cfg.to_dict(), "corpus": fingerprint},
+    """A short hash of what decides a trained model's weights: the configs' fields that differ from their defaults
+    (so that a field added later, whose default keeps the old behaviour, does not orphan every cached model), and the
+    corpus fingerprint."""
+    def changed(cfg) -> dict:
+        defaults = type(cfg)()
+        return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+                if getattr(cfg, f.name) != getattr(defaults, f.name)}
+
+    blob = json.dumps({"config": changed(model_cfg), "train_config": changed(train_cfg), "corpus": fingerprint},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -108,25 +115,6 @@ def metrics(run: Path) -> list[dict]:
             record = json.loads(line)
             by_step[record["step"]] = record
     return [by_step[s] for s in sorted(by_step)]
-
-
-def with_task_examples(corpus: Corpus, tasks, per_task: int, *, repeat: int = 1, seed: int = 0) -> Corpus:
-    """`corpus` with `per_task` examples of each task, each `repeat` times, appended to its training stream: a prompt
-    from the task's *train* templates followed by its right answer, in shuffled order, separated by SEP (the byte
-    between files, with which task prompts are left-padded). Validation text is unchanged, and no test-template
-    prompt is ever added, so held-out task loss still measures generalisation. The fingerprint covers the added
-    bytes."""
-    examples = []
-    for name in tasks:
-        task = get_task(name)
-        examples += [encode(ex.prompt + task.answers[ex.answer]).tobytes()
-                     for ex in task.examples(per_task, "train", seed)]
-    examples *= repeat
-    np.random.default_rng(seed).shuffle(examples)
-    added = bytes([SEP]).join(examples)
-    train = np.frombuffer(corpus.train.tobytes() + bytes([SEP]) + added, dtype=np.uint8)
-    h = hashlib.sha256(corpus.fingerprint.encode() + added).hexdigest()
-    return dataclasses.replace(corpus, train=train, fingerprint=h)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
