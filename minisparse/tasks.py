@@ -547,11 +547,12 @@ register(Task(
 BUILTIN_TASKS = tuple(list_tasks())
 
 
-def with_task_examples(corpus: data.Corpus, tasks, per_task: int, seed: int = 0) -> data.Corpus:
+def with_task_examples(corpus: data.Corpus, tasks, per_task: int, seed: int = 0, *, repeat: int = 1) -> data.Corpus:
     """`corpus` with `per_task` examples of each task appended to its training text: each a prompt from the task's
     *train* templates followed by its right answer, shuffled, separated by SEP (the byte between files, with which
     task prompts are left-padded). Validation text is unchanged, and no test-template prompt is ever added, so held-out
-    task loss still measures generalisation. The fingerprint covers the added bytes."""
+    task loss still measures generalisation. The fingerprint covers the added bytes. `repeat` > 1 adds every example
+    that many times (more task text for the cost of generating `per_task` examples)."""
     import dataclasses
     import hashlib
 
@@ -560,6 +561,7 @@ def with_task_examples(corpus: data.Corpus, tasks, per_task: int, seed: int = 0)
         task = get_task(name)
         examples += [data.encode(ex.prompt + task.answers[ex.answer]).tobytes()
                      for ex in task.examples(per_task, "train", seed)]
+    examples *= repeat
     np.random.default_rng(seed).shuffle(examples)
     added = bytes([data.SEP]).join(examples)
     train = np.frombuffer(corpus.train.tobytes() + bytes([data.SEP]) + added, dtype=np.uint8)

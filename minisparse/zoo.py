@@ -12,8 +12,9 @@ same configs and corpus anywhere under the `search` folders (by default $MINISPA
 each checkpoint's metadata says how it was made.
 
 `lesson_model(name, fast)` gives the models the lessons share, so that two lessons asking for "sparse" get the same
-one: a small GPT trained on the standard library with examples of the built-in tasks mixed in (`with_task_examples`),
-so that a model this small, trained in minutes, does the tasks that lessons 4, 8 and 10 prune it for.
+one: a small GPT trained on the standard library with examples of six built-in tasks mixed in
+(`minisparse.tasks.with_task_examples`), so that a model this small, trained in minutes, does the tasks that lessons
+4, 8 and 10 prune it for.
 """
 
 from __future__ import annotations
@@ -40,8 +41,15 @@ def cache_dir() -> Path:
 
 
 def model_key(model_cfg: ModelConfig, train_cfg: TrainConfig, fingerprint: str) -> str:
-    """A short hash of what decides a trained model's weights."""
-    blob = json.dumps({"config": model_cfg.to_dict(), "train_config": train_cfg.to_dict(), "corpus": fingerprint},
+    """A short hash of what decides a trained model's weights: the configs' fields that differ from their defaults
+    (so that a field added later, whose default keeps the old behaviour, does not orphan every cached model), and the
+    corpus fingerprint."""
+    def changed(cfg) -> dict:
+        defaults = type(cfg)()
+        return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+                if getattr(cfg, f.name) != getattr(defaults, f.name)}
+
+    blob = json.dumps({"config": changed(model_cfg), "train_config": changed(train_cfg), "corpus": fingerprint},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -122,7 +130,11 @@ _FAST_TRAIN = dataclasses.replace(_LESSON_TRAIN, steps=60, batch_size=8, eval_ev
 DENSITIES = {"dense": 1.0, "sparse-4": 1 / 4, "sparse": 1 / 16, "sparse-64": 1 / 64}
 LESSON_TASKS = ("single_double_quote", "bracket_counting", "set_or_string_fixedvarname", "while_return_true",
                 "dict_or_list", "def_or_call")
-_EXAMPLES_PER_TASK = {False: 2000, True: 200}           # (fast) -> examples of each task mixed into training
+# Examples of each task mixed into the lessons' training text, by `fast`: 2,000 distinct ones, each 4 times (about 12%
+# of the bytes), enough for the 2-layer models to learn some tasks in 2,000 steps. Their seed is not 0, the seed the
+# lessons draw pruning prompts with, so that pruning fits fresh prompts, not training examples.
+_EXAMPLES = {False: dict(per_task=2000, repeat=4), True: dict(per_task=200, repeat=1)}
+_EXAMPLES_SEED = 9
 
 
 def recipe(name: str, fast: bool = False, steps: int | None = None) -> tuple[ModelConfig, TrainConfig]:
@@ -141,14 +153,50 @@ def recipe(name: str, fast: bool = False, steps: int | None = None) -> tuple[Mod
 @functools.lru_cache(maxsize=2)
 def lesson_corpus(fast: bool = False) -> Corpus:
     """The lessons' training corpus: the standard library with examples of LESSON_TASKS mixed in."""
-    return with_task_examples(load_corpus(), LESSON_TASKS, _EXAMPLES_PER_TASK[fast])
+    return with_task_examples(load_corpus(), LESSON_TASKS, **_EXAMPLES[fast], seed=_EXAMPLES_SEED)
 
 
-def lesson_run(name: str, fast: bool = False, steps: int | None = None, progress: bool = True) -> Path:
-    """The run directory of a lesson model (`recipe`), trained on `lesson_corpus` now if it is not cached yet."""
-    return trained_run(*recipe(name, fast, steps), corpus=lesson_corpus(fast), progress=progress)
+def reproduce_run(name: str, search=None) -> Path | None:
+    """The finished run that `minisparse reproduce` trained at this lesson model's density (its first seed), if one is
+    under the `search` folders (default: `default_search()`), as `<folder>/models/<run>/model.safetensors`."""
+    from .reproduce import Run
+
+    run = Run(DENSITIES[name], 0).name
+    for folder in default_search() if search is None else search:
+        made = _made_by(Path(folder) / "models" / run / MODEL_FILE)
+        if made is not None and made["train_config"] and made["step"] == made["train_config"]["steps"]:
+            return Path(folder) / "models" / run
+    return None
 
 
-def lesson_model(name: str, fast: bool = False, steps: int | None = None, progress: bool = True):
+def lesson_run(name: str, fast: bool = False, steps: int | None = None, progress: bool = True,
+               reproduce: bool = True) -> Path:
+    """The run directory of a lesson model: with `reproduce` (and not `fast`, and no other `steps`), the model
+    `minisparse reproduce` trained at this density if there is one; otherwise the lesson `recipe` trained on
+    `lesson_corpus`, now if it is not cached yet."""
+    found = reproduce_run(name) if reproduce and not fast and steps is None else None
+    return found or trained_run(*recipe(name, fast, steps), corpus=lesson_corpus(fast), progress=progress)
+
+
+def lesson_model(name: str, fast: bool = False, steps: int | None = None, progress: bool = True,
+                 reproduce: bool = True):
     """A lesson model as a NumPy GPT (see `lesson_run`)."""
-    return load(lesson_run(name, fast, steps, progress) / MODEL_FILE)
+    return load(lesson_run(name, fast, steps, progress, reproduce) / MODEL_FILE)
+
+
+def describe(run: Path) -> str:
+    """One line on what a run directory holds: its shape, training, density and text."""
+    made = _made_by(Path(run) / MODEL_FILE)
+    if made is None:
+        raise ValueError(f"no readable checkpoint in {run}")
+    m, t = made["config"], made["train_config"] or {}
+    if made["corpus"] == load_corpus().fingerprint:
+        text = "the standard library"
+    elif any(made["corpus"] == lesson_corpus(fast).fingerprint for fast in (True, False)):   # the small one first
+        text = "the standard library with task examples mixed in"
+    else:
+        text = f"a corpus of fingerprint {made['corpus'][:12]}…"
+    density = t.get("weight_density", 1.0)
+    return (f"{run}: d_model {m['d_model']}, {m['n_layer']} layers, context {m['n_ctx']}; "
+            + ("dense" if density == 1 else f"weight density 1/{round(1 / density)}")
+            + f"; {made['step']} steps of {t.get('batch_size', '?')}×{m['n_ctx']} bytes of {text}")

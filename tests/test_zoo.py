@@ -11,6 +11,7 @@ from minisparse import zoo
 from minisparse.checkpoint import read_checkpoint
 from minisparse.config import ModelConfig, TrainConfig
 from minisparse.data import Corpus
+from minisparse.tasks import with_task_examples
 from minisparse.train import MODEL_FILE, train
 
 CFG = ModelConfig(vocab_size=256, n_ctx=16, d_model=16, n_layer=1, n_head=1, d_head=8, d_mlp=32)
@@ -58,6 +59,14 @@ def test_the_key_changes_with_every_input():
     assert zoo.model_key(dataclasses.replace(CFG, afrac=0.5), TCFG, "a") != base
     assert zoo.model_key(CFG, dataclasses.replace(TCFG, seed=1), "a") != base
     assert zoo.model_key(CFG, TCFG, "b") != base
+    # a field added later, left at its default, does not move the key: the cached models stay where they are
+
+    @dataclasses.dataclass(frozen=True)
+    class Later(TrainConfig):
+        new_knob: int = 0
+
+    assert zoo.model_key(CFG, Later(**TCFG.to_dict()), "a") == base
+    assert zoo.model_key(CFG, Later(**TCFG.to_dict(), new_knob=1), "a") != base
 
 
 def test_an_interrupted_training_resumes(monkeypatch):
@@ -102,7 +111,7 @@ def test_task_examples_are_appended_to_training_text_only():
     from minisparse.data import SEP
     from minisparse.tasks import get_task
 
-    mixed = zoo.with_task_examples(CORPUS_WITH_FILES, ["while_return_true"], per_task=6, seed=3)
+    mixed = with_task_examples(CORPUS_WITH_FILES, ["while_return_true"], per_task=6, repeat=2, seed=3)
     assert mixed.val is CORPUS_WITH_FILES.val
     base = CORPUS_WITH_FILES.train.tobytes()
     added = mixed.train.tobytes()
@@ -110,9 +119,27 @@ def test_task_examples_are_appended_to_training_text_only():
     examples = added[len(base) + 1:].split(bytes([SEP]))
     task = get_task("while_return_true")
     expected = sorted((ex.prompt + task.answers[ex.answer]).encode() for ex in task.examples(6, "train", 3))
-    assert sorted(examples) == expected                                     # train templates only, with their answers
+    assert sorted(examples) == sorted(expected * 2)                          # train templates only, with their answers
     test_prompts = {ex.prompt.encode() for ex in task.examples(50, "test", 3)}
     assert not any(e[:-1] in test_prompts for e in examples)
     assert mixed.fingerprint != CORPUS_WITH_FILES.fingerprint
-    assert zoo.with_task_examples(CORPUS_WITH_FILES, ["while_return_true"], 6, 3).fingerprint == mixed.fingerprint
-    assert zoo.with_task_examples(CORPUS_WITH_FILES, ["while_return_true"], 6, 4).fingerprint != mixed.fingerprint
+    again = with_task_examples(CORPUS_WITH_FILES, ["while_return_true"], 6, repeat=2, seed=3)
+    assert again.fingerprint == mixed.fingerprint
+    assert with_task_examples(CORPUS_WITH_FILES, ["while_return_true"], 6, repeat=2, seed=4).fingerprint \
+        != mixed.fingerprint
+
+
+def test_a_model_that_reproduce_trained_is_used_for_the_lessons(tmp_path, monkeypatch):
+    folder = tmp_path / "reproduce"
+    monkeypatch.setenv("MINISPARSE_RUNS", str(folder))
+    assert zoo.reproduce_run("sparse") is None
+    train(CFG, TCFG, folder / "models" / "1in16-s0", corpus=CORPUS, progress=False, until=3)   # unfinished: not used
+    assert zoo.reproduce_run("sparse") is None
+    train(CFG, TCFG, folder / "models" / "1in16-s0", corpus=CORPUS, progress=False, resume=True)
+    assert zoo.reproduce_run("sparse") == folder / "models" / "1in16-s0"
+    assert zoo.reproduce_run("dense") is None
+    calls = _count_trainings(monkeypatch)
+    assert zoo.lesson_run("sparse") == folder / "models" / "1in16-s0" and calls == []
+    monkeypatch.setattr(zoo, "lesson_corpus", lambda fast=False: SimpleNamespace(fingerprint=f"lessons-{fast}"))
+    said = zoo.describe(folder / "models" / "1in16-s0")
+    assert "weight density 1/4" in said and "6 steps" in said and "zoo-test-cor" in said     # read back from the file
