@@ -111,10 +111,11 @@ class Experiment:
         return self.tasks or tuple(list_tasks())
 
     def runs(self) -> list[Run]:
+        # dense and the headline density first (the headline needs them), then the other densities, then more seeds
         first, rest = self.seeds[0], self.seeds[1:]
         spread = [d for d in (1.0, self.headline_density) if d in self.densities]
-        return ([Run(d, first) for d in sorted(self.densities, reverse=True)]
-                + [Run(d, s) for s in rest for d in spread])
+        others = [d for d in sorted(self.densities, reverse=True) if d not in spread]
+        return [Run(d, first) for d in spread + others] + [Run(d, s) for s in rest for d in spread]
 
 
 # ----------------------------------------------------------------------------------------------------------------------

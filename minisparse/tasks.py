@@ -378,16 +378,15 @@ register(Task(
 ))
 
 
-# dict_or_list: which bracket closes a literal, `}` for `{'k': v, ...` or `]` for `[v, ...`. The opening bracket is
-# several bytes back (single_double_quote with brackets), and the dict's `:` pairs are a second cue.
+# dict_or_list: which bracket closes a literal, `}` for `{'k': v, ...` or `]` for `['k', v, ...`. The opening bracket
+# is several bytes back (single_double_quote with brackets), and the dict's `:` pairs are a second cue. The list holds
+# the same quoted strings and values, so quotes and names say nothing about the answer (an earlier version quoted only
+# the dict's keys, and its circuits read the quote instead of the bracket).
 def _make_dict_or_list(template: str, answer: int, rng: np.random.Generator) -> str:
     values = [_scalar(rng) for _ in range(rng.integers(1, 4))]
     keys = _distinct(vocabulary().short_names, len(values), rng)
-    if answer == 0:
-        literal = "{" + ", ".join(f"'{k}': {v}" for k, v in zip(keys, values))
-    else:
-        literal = "[" + ", ".join(values)
-    return fill(template, rng, lit=literal)
+    opener, pair = ("{", ": ") if answer == 0 else ("[", ", ")
+    return fill(template, rng, lit=opener + ", ".join(f"'{k}'{pair}{v}" for k, v in zip(keys, values)))
 
 
 register(Task(
@@ -543,8 +542,11 @@ register(Task(
 ))
 
 
-# The tasks above, in name order: what a recipe with `task_examples` mixes into its training text.
+# The tasks above, in name order: what a recipe with `task_examples` mixes into its training text, drawn with a seed
+# that neither pruning (seeds 0, 1, 2) nor evaluation (0) draws its prompts with, so no pruning prompt is a training
+# example by construction.
 BUILTIN_TASKS = tuple(list_tasks())
+TASK_EXAMPLES_SEED = 9
 
 
 def with_task_examples(corpus: data.Corpus, tasks, per_task: int, seed: int = 0, *, repeat: int = 1) -> data.Corpus:

@@ -21,7 +21,7 @@ from .checkpoint import load_optimizer, read_checkpoint, save_optimizer, write_c
 from .config import ModelConfig, TrainConfig
 from .data import eval_batches, get_batch, load_corpus
 from .sparsity import density_at
-from .tasks import BUILTIN_TASKS, with_task_examples
+from .tasks import BUILTIN_TASKS, TASK_EXAMPLES_SEED, with_task_examples
 
 MODEL_FILE, OPTIMIZER_FILE, METRICS_FILE = "model.safetensors", "optimizer.safetensors", "metrics.jsonl"
 
@@ -91,7 +91,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir, *, backend: s
     out = Path(out_dir)
     corpus = corpus if corpus is not None else load_corpus()
     if train_cfg.task_examples:
-        corpus = with_task_examples(corpus, BUILTIN_TASKS, train_cfg.task_examples)
+        corpus = with_task_examples(corpus, BUILTIN_TASKS, train_cfg.task_examples, TASK_EXAMPLES_SEED)
     until = train_cfg.steps if until is None else min(until, train_cfg.steps)
     start, params, opt_state = 0, None, None
     if resume and (out / MODEL_FILE).exists():

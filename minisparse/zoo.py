@@ -31,7 +31,7 @@ from safetensors import safe_open
 from .checkpoint import load
 from .config import ModelConfig, TrainConfig
 from .data import Corpus, load_corpus
-from .tasks import with_task_examples
+from .tasks import TASK_EXAMPLES_SEED, with_task_examples
 from .train import METRICS_FILE, MODEL_FILE, train
 
 
@@ -134,7 +134,7 @@ LESSON_TASKS = ("single_double_quote", "bracket_counting", "set_or_string_fixedv
 # of the bytes), enough for the 2-layer models to learn some tasks in 2,000 steps. Their seed is not 0, the seed the
 # lessons draw pruning prompts with, so that pruning fits fresh prompts, not training examples.
 _EXAMPLES = {False: dict(per_task=2000, repeat=4), True: dict(per_task=200, repeat=1)}
-_EXAMPLES_SEED = 9
+_EXAMPLES_SEED = TASK_EXAMPLES_SEED     # a seed pruning never draws prompts with
 
 
 def recipe(name: str, fast: bool = False, steps: int | None = None) -> tuple[ModelConfig, TrainConfig]:

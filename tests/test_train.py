@@ -132,14 +132,14 @@ def test_an_update_that_overflows_the_weights_is_reported_as_divergence():
 
 def test_task_examples_are_mixed_into_the_training_text_and_recorded(tmp_path):
     from minisparse.data import Corpus
-    from minisparse.tasks import BUILTIN_TASKS, with_task_examples
+    from minisparse.tasks import BUILTIN_TASKS, TASK_EXAMPLES_SEED, with_task_examples
 
     corpus = Corpus(root="test", train=np.frombuffer(TEXT, np.uint8), val=np.frombuffer(TEXT[::-1], np.uint8),
                     fingerprint="test-corpus", train_files=("a.py",), val_files=("b.py",))
     tcfg = dataclasses.replace(TCFG, steps=4, task_examples=3)
     train(CFG, tcfg, tmp_path, corpus=corpus, progress=False)
     meta = read_checkpoint(tmp_path / MODEL_FILE)[2]
-    mixed = with_task_examples(corpus, BUILTIN_TASKS, 3)
+    mixed = with_task_examples(corpus, BUILTIN_TASKS, 3, TASK_EXAMPLES_SEED)
     assert meta["corpus_fingerprint"] == mixed.fingerprint != corpus.fingerprint
     assert '"task_examples": 3' in meta["train_config"]
     # what was added: exactly 3 examples of each built-in task, each a train-template prompt and its right answer
