@@ -231,3 +231,17 @@ def test_examples_do_not_depend_on_string_hashing():
                              stdout=subprocess.PIPE, text=True) for h in range(4)]   # in parallel: ~1 s in all
     outputs = {run.communicate()[0] for run in runs}
     assert [run.returncode for run in runs] == [0] * 4 and len(outputs) == 1
+
+
+def test_task_examples_never_hold_a_held_out_prompt():
+    from minisparse.data import Corpus
+    from minisparse.tasks import BUILTIN_TASKS, TASK_EXAMPLES_SEED, with_task_examples
+
+    corpus = Corpus(root="-", train=np.zeros(4, np.uint8), val=np.zeros(4, np.uint8), fingerprint="-",
+                    train_files=(), val_files=())
+    mixed = with_task_examples(corpus, BUILTIN_TASKS, 300, TASK_EXAMPLES_SEED).train.tobytes()
+    trained = set(mixed.split(b"\0"))
+    for name in BUILTIN_TASKS:
+        task = get_task(name)
+        held_out = {data.encode(ex.prompt + task.answers[ex.answer]).tobytes() for ex in task.examples(64, "test")}
+        assert not held_out & trained, name
