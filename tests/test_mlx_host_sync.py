@@ -1,4 +1,4 @@
-"""The compiled MLX training step costs one round trip to the device and computes in float32 (issue 10).
+"""The compiled MLX training step costs one round trip to the device and computes in float32.
 
 On Apple silicon every evaluation the host waits for is a GPU round trip, and Metal has no float64. The Apple GPU
 cannot be timed here, so the step is inspected instead:

@@ -21,3 +21,11 @@ def test_every_design_reference_resolves_to_a_section_of_design_md():
     assert len(cited) >= 5, f"expected the code to cite DESIGN sections, found {cited}"
     missing = {n: where for n, where in cited.items() if n not in sections}
     assert not missing, f"DESIGN.md has sections {sorted(sections)}, but these are cited: {missing}"
+
+
+def test_ci_runs_the_test_command_the_readme_gives():
+    readme = (ROOT / "README.md").read_text()
+    commands = re.findall(r'^(pip install -e "\.\[test\]" && .*pytest.*)$', readme, flags=re.M)
+    assert commands, "the README gives no test command"
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert all(c in ci for c in commands), f"CI does not run the README's test command {commands} verbatim"
