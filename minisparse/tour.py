@@ -42,7 +42,7 @@ def tour_checkpoints(checkpoint=None, dense_checkpoint=None, *, fast: bool = Fal
     if checkpoint is not None:
         return Path(checkpoint), dense_checkpoint and Path(dense_checkpoint), str(checkpoint)
     sparse_run, dense_run = REPRODUCE_MODELS / "1in16-s0", REPRODUCE_MODELS / "dense-s0"
-    if (sparse_run / MODEL_FILE).exists() and (dense_run / MODEL_FILE).exists():
+    if _finished(sparse_run / MODEL_FILE) and _finished(dense_run / MODEL_FILE):
         return (sparse_run / MODEL_FILE, dense_run / MODEL_FILE,
                 f"the models `minisparse reproduce` trained ({REPRODUCE_MODELS})")
     from .zoo import lesson_run
@@ -50,6 +50,14 @@ def tour_checkpoints(checkpoint=None, dense_checkpoint=None, *, fast: bool = Fal
     print("  (the first tour trains the lessons' two small models, then caches them)")
     runs = [lesson_run(name, fast=fast) for name in ("sparse", "dense")]
     return runs[0] / MODEL_FILE, runs[1] / MODEL_FILE, f"the lessons' cached models ({runs[0].parent})"
+
+
+def _finished(path: Path) -> bool:
+    """Whether `path` is the last checkpoint of its run (a `reproduce` still training has written earlier ones)."""
+    if not path.exists():
+        return False
+    meta = read_checkpoint(path)[2]
+    return bool(meta.get("train_config")) and int(meta["step"]) == json.loads(meta["train_config"])["steps"]
 
 
 def weight_sparsity(params: dict, train_cfg: TrainConfig | None) -> None:
