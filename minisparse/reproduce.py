@@ -378,12 +378,26 @@ def _worker_pool(n: int) -> ProcessPoolExecutor:
     saved = {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     os.environ.update({k: "1" for k in saved})
     try:
-        pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"))
+        pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=_end_with_parent,
+                                   initargs=(os.getpid(),))
         pool.submit(int).result()         # start the workers now, while the variables are set
         return pool
     finally:
         for k, v in saved.items():
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
+def _end_with_parent(parent: int) -> None:
+    """In a worker: exit as soon as the `reproduce` that started it is gone (killed, say), rather than train or prune
+    on for nobody; what it was doing is redone, from its last checkpoint, by the next run."""
+    import threading
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _logged_steps(run_dir: Path) -> int:

@@ -4,6 +4,7 @@ reading a circuit node by node (`minisparse.circuits.explain`) on a model with a
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -208,3 +209,35 @@ def test_top_contexts_of_a_node_that_never_fires():
     text = np.frombuffer(b"abc " * 64, dtype=np.uint8)
     contexts, rates = top_contexts(model, ["L0.attn_in[3]"], n_windows=4, data=text)
     assert contexts["L0.attn_in[3]"] == [] and rates["L0.attn_in[3]"] == 0.0
+
+
+def test_workers_end_when_reproduce_is_killed(tmp_path):
+    # a reproduce killed from outside (SIGKILL, no cleanup) must not leave workers training or pruning for nobody
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import os, time\n"
+        "from minisparse.reproduce import _worker_pool\n"
+        "if __name__ == '__main__':\n"
+        "    pool = _worker_pool(1)\n"
+        "    print(pool.submit(os.getpid).result(), flush=True)\n"
+        "    pool.submit(time.sleep, 60)\n"
+        "    time.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    worker = int(parent.stdout.readline())
+    os.kill(worker, 0)                               # alive while its parent is
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    os.kill(worker, signal.SIGKILL)
+    raise AssertionError("the worker outlived its killed parent by 10 s")
