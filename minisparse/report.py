@@ -48,11 +48,12 @@ def results_markdown(results: dict) -> str:
     head = results["headline"]
     lines = ["# minisparse reproduce", ""]
     if head["ratios"]:
-        seeds = f"{len(head['ratios'])} training seed(s): {head['min']:.1f}–{head['max']:.1f}×"
+        n = len(head["ratios"])
+        seeds = (f"{n} training seeds: {head['min']:.1f}–{head['max']:.1f}×" if n > 1 else "1 training seed")
         lines += [f"**Headline:** at matched validation loss, the dense model's circuits have "
                   f"**{head['geomean']:.1f}×** the edges of the 1/{round(1 / head['density'])}-dense model's "
                   f"(geometric mean over the tasks both solve; over {seeds}, on "
-                  f"{'/'.join(map(str, head['n_tasks']))} tasks).", ""]
+                  f"{'/'.join(map(str, head['n_tasks']))} task{'' if head['n_tasks'] == [1] else 's'}).", ""]
     else:
         lines += ["**Headline:** no task is solved by both a sparse model of the headline density and its matched "
                   "dense checkpoint with a circuit that passes the scorecard; see the tables below for why.", ""]

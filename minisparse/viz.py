@@ -175,6 +175,10 @@ def draw_circuit(circuit, path=None, ax=None, *, title: str | None = None, max_l
 # The figures of `minisparse reproduce`
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def plot_frontier(points: list[dict], tasks: list[str], path=None):
     """The paper's frontier in miniature: geometric-mean circuit edges (log) against validation loss, one point per
     model (or checkpoint), one line per weight density. points: {"density", "val_bpb", "edges", "point"}."""
@@ -186,11 +190,12 @@ def plot_frontier(points: list[dict], tasks: list[str], path=None):
                        reverse=True)
     for i, d in enumerate(densities):
         ps = sorted((p for p in points if p["density"] == d), key=lambda p: p["val_bpb"])
-        ax.plot([p["val_bpb"] for p in ps], [p["edges"] for p in ps], "o-", color=f"C{i}", label=f"density {d}")
+        label = d if d == "dense" else f"density {d}"
+        ax.plot([p["val_bpb"] for p in ps], [p["edges"] for p in ps], "o-", color=f"C{i}", label=label)
     ax.set_yscale("log")
     ax.set_xlabel("validation loss (bits per byte)")
     ax.set_ylabel("circuit edges (geometric mean over tasks)")
-    ax.set_title(f"Circuit size vs loss, {len(tasks)} tasks every model solves", fontsize=10)
+    ax.set_title(f"Circuit size vs loss, {_count(len(tasks), 'task')} every model solves", fontsize=10)
     ax.legend(fontsize=9)
     ax.grid(alpha=0.3, which="both")
     if path is not None:
