@@ -175,10 +175,6 @@ def draw_circuit(circuit, path=None, ax=None, *, title: str | None = None, max_l
 # The figures of `minisparse reproduce`
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
-
-
 def plot_frontier(points: list[dict], tasks: list[str], path=None):
     """The paper's frontier in miniature: geometric-mean circuit edges (log) against validation loss, one point per
     model (or checkpoint), one line per weight density. points: {"density", "val_bpb", "edges", "point"}."""
@@ -195,7 +191,7 @@ def plot_frontier(points: list[dict], tasks: list[str], path=None):
     ax.set_yscale("log")
     ax.set_xlabel("validation loss (bits per byte)")
     ax.set_ylabel("circuit edges (geometric mean over tasks)")
-    ax.set_title(f"Circuit size vs loss, {_count(len(tasks), 'task')} every model solves", fontsize=10)
+    ax.set_title(f"Circuit size vs loss, {len(tasks)} task{'s' * (len(tasks) != 1)} every model solves", fontsize=10)
     ax.legend(fontsize=9)
     ax.grid(alpha=0.3, which="both")
     if path is not None:
