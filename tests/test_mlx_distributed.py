@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 mx = pytest.importorskip("mlx.core")
+from facts import facts  # noqa: E402  (tests/facts.py)
 from minisparse.checkpoint import read_checkpoint  # noqa: E402
 from minisparse.cli import main  # noqa: E402
 from minisparse.config import preset  # noqa: E402
@@ -39,7 +40,7 @@ def test_shards_split_the_global_batch_evenly():
     np.testing.assert_array_equal(np.concatenate([p[0] for p in parts]), x)
     np.testing.assert_array_equal(np.concatenate([p[1] for p in parts]), y)
     assert shard(x, y, None) == (x, y)
-    with pytest.raises(ValueError, match="does not split evenly over 4 processes"):
+    with pytest.raises(ValueError, match=facts("6 sequences", "4 processes")):
         shard(x, y, FakeGroup(0, 4))
     assert is_main(None) and is_main(FakeGroup(0, 2)) and not is_main(FakeGroup(1, 2))
 
