@@ -5,9 +5,10 @@ activations are, prunes both to the circuit of one task, checks the sparse circu
 sufficiency and necessity, both controls), compares the two circuits' edges, reads the sparse circuit's busiest nodes,
 and draws both. It ends by saying what was shown, or, if the circuit fails a check, which one and why.
 
-Models, in order of preference: the ones given (--checkpoint, --dense-checkpoint); those `minisparse reproduce` made
-(runs/reproduce: 1/16 and dense, seed 0); the lessons' models from the cache (`minisparse.zoo`), trained now (about a
-minute or two each on a laptop CPU) if this is the first time.
+Models, in order of preference: the ones given (--checkpoint, --dense-checkpoint); the 1/16 and dense models (seed 0)
+`minisparse reproduce` finished training, found by `zoo.reproduce_run` (runs/reproduce, or $MINISPARSE_RUNS); the
+lessons' models from the cache (`minisparse.zoo`), trained now (about a minute or two each on a laptop CPU) if this is
+the first time.
 """
 
 from __future__ import annotations
@@ -30,8 +31,6 @@ from .sparsity import forced_count, is_sparsified, min_axis
 from .tasks import get_task
 from .train import MODEL_FILE
 
-REPRODUCE_MODELS = Path("runs/reproduce/models")
-
 
 def _section(title: str) -> None:
     print(f"\n== {title} " + "=" * max(0, 76 - len(title)))
@@ -41,23 +40,15 @@ def tour_checkpoints(checkpoint=None, dense_checkpoint=None, *, fast: bool = Fal
     """(sparse checkpoint, dense checkpoint or None, a phrase saying where they came from)."""
     if checkpoint is not None:
         return Path(checkpoint), dense_checkpoint and Path(dense_checkpoint), str(checkpoint)
-    sparse_run, dense_run = REPRODUCE_MODELS / "1in16-s0", REPRODUCE_MODELS / "dense-s0"
-    if _finished(sparse_run / MODEL_FILE) and _finished(dense_run / MODEL_FILE):
-        return (sparse_run / MODEL_FILE, dense_run / MODEL_FILE,
-                f"the models `minisparse reproduce` trained ({REPRODUCE_MODELS})")
-    from .zoo import lesson_run
+    from .zoo import lesson_run, reproduce_run
 
+    found = [reproduce_run(name) for name in ("sparse", "dense")]      # finished runs only, 1/16 and dense, seed 0
+    if all(found):
+        return (found[0] / MODEL_FILE, found[1] / MODEL_FILE,
+                f"the models `minisparse reproduce` trained ({found[0].parent})")
     print("  (the first tour trains the lessons' two small models, then caches them)")
-    runs = [lesson_run(name, fast=fast) for name in ("sparse", "dense")]
+    runs = [lesson_run(name, fast=fast, reproduce=False) for name in ("sparse", "dense")]   # a pair trained alike
     return runs[0] / MODEL_FILE, runs[1] / MODEL_FILE, f"the lessons' cached models ({runs[0].parent})"
-
-
-def _finished(path: Path) -> bool:
-    """Whether `path` is the last checkpoint of its run (a `reproduce` still training has written earlier ones)."""
-    if not path.exists():
-        return False
-    meta = read_checkpoint(path)[2]
-    return bool(meta.get("train_config")) and int(meta["step"]) == json.loads(meta["train_config"])["steps"]
 
 
 def weight_sparsity(params: dict, train_cfg: TrainConfig | None) -> None:
