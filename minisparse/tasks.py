@@ -544,8 +544,8 @@ register(Task(
 
 # The tasks above, in name order: what a recipe with `task_examples` mixes into its training text, drawn with a seed
 # that pruning (seeds 0, 1, 2) does not draw its train-template prompts with. Tasks with few distinct prompts still
-# share some (16% of pruning's prompts at 1,000 examples per task, 30% at 4,000); the held-out prompts, from the test
-# templates, never occur in the training text (tests/test_tasks.py).
+# share some of pruning's prompts with the training text, more the more examples are mixed in; the held-out prompts,
+# from the test templates, never occur in it (tests/test_tasks.py).
 BUILTIN_TASKS = tuple(list_tasks())
 TASK_EXAMPLES_SEED = 9
 
