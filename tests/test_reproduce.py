@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -213,11 +217,6 @@ def test_top_contexts_of_a_node_that_never_fires():
 
 def test_workers_end_when_reproduce_is_killed(tmp_path):
     # a reproduce killed from outside (SIGKILL, no cleanup) must not leave workers training or pruning for nobody
-    import signal
-    import subprocess
-    import sys
-    import time
-
     script = tmp_path / "parent.py"
     script.write_text(
         "import os, time\n"
