@@ -9,20 +9,20 @@ prune.py    task loss, Adam on τ, bisection on the number of kept nodes -> Circ
 edges.py    which weights connect the kept nodes
 controls.py the same pruning on a random model and on shuffled labels (is the circuit more than pruning can fake?)
 circuit.py  the Circuit dataclass, JSON in and out
-__init__.py prune_report (what `minisparse prune` runs: load, prune, controls, summary, JSON) and results_table (a
-            Markdown table of circuits and their controls)
+__init__.py prune_report (what `minisparse prune` runs: load, prune, controls, summary, JSON); tables of many
+            circuits are `minisparse reproduce`'s report (minisparse.report)
 """
 
 from __future__ import annotations
 
 from .circuit import Circuit
-from .controls import CONTROLS, prune_with_controls, run_controls
+from .controls import prune_with_controls, run_controls
 from .edges import circuit_edges
 from .masks import mean_ablation, zero_ablation
 from .prune import TaskData, bisect_min_k, prune, task_loss
 
 __all__ = ["Circuit", "TaskData", "bisect_min_k", "circuit_edges", "mean_ablation", "prune", "prune_report",
-           "prune_with_controls", "results_table", "run_controls", "task_loss", "zero_ablation"]
+           "prune_with_controls", "run_controls", "task_loss", "zero_ablation"]
 
 
 def prune_report(checkpoint, task, *, backend: str = "numpy", json_path=None, controls: bool = True,
@@ -45,19 +45,3 @@ def prune_report(checkpoint, task, *, backend: str = "numpy", json_path=None, co
         circuit.to_json(json_path, indent=1)
     return circuit
 
-
-def results_table(rows) -> str:
-    """A Markdown table of (model name, Circuit) rows: size, losses and both controls."""
-    head = ("| task | model | nodes | edges | task loss | sufficiency | necessity | full model | "
-            "random model: nodes / edges / held-out loss | shuffled labels: nodes / edges / held-out loss |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for model_name, c in rows:
-        ctl = []
-        for name in CONTROLS:
-            d = c.controls.get(name)
-            missed = "" if d is None or d["reached_target"] else " (✗)"
-            ctl.append("—" if d is None else f"{d['n_nodes']} / {d['n_edges']} / {d['sufficiency']:.3f}{missed}")
-        lines.append(f"| {c.task} | {model_name} | {c.n_nodes} | {c.n_edges} | {c.task_loss:.3f}"
-                     f"{'' if c.reached_target else ' (✗)'} | {c.sufficiency:.3f} | {c.necessity:.3f} | "
-                     f"{c.full_loss:.3f} | {ctl[0]} | {ctl[1]} |")
-    return "\n".join(lines)
