@@ -10,6 +10,7 @@ from pathlib import Path
 from .backend import BACKENDS, resolve_backend
 from .checkpoint import CheckpointError
 from .config import PRESETS, ConfigError, preset
+from .sparsity import ANNEAL_SHAPES
 
 
 def _train(args) -> None:
@@ -21,7 +22,7 @@ def _train(args) -> None:
     model_cfg = dataclasses.replace(model_cfg, **{k: v for k, v in (("afrac", args.afrac), ("pos_emb", args.pos_emb))
                                                   if v is not None})
     overrides = {"weight_density": args.density, "steps": args.steps, "seed": args.seed, "lr": args.lr,
-                 "batch_size": args.batch_size, "sharkfin": args.sharkfin or None}
+                 "batch_size": args.batch_size, "sharkfin": args.sharkfin or None, "anneal_shape": args.anneal}
     train_cfg = dataclasses.replace(train_cfg, **{k: v for k, v in overrides.items() if v is not None})
     backend, why = resolve_backend(args.backend)
     print(f"{why}.", file=sys.stderr)
@@ -130,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--seed", type=_non_negative_int)
     p.add_argument("--sharkfin", action="store_true", help="scale LR by sqrt(target density / current density)")
+    p.add_argument("--anneal", choices=ANNEAL_SHAPES,
+                   help="how density falls to the target: the same count of weights a step (linear, the paper's) or "
+                        "the same share (geometric); default: the preset's")
     p.add_argument("--out", default="runs/sparse", help="run directory (default runs/sparse)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint (with none there: say so, start afresh)")

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .sparsity import ANNEAL_SHAPES
+
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message says which and why."""
@@ -122,7 +124,8 @@ class TrainConfig:
     density_overrides: dict = field(default_factory=dict)  # parameter name -> density, e.g. {"wte.weight": 0.25}
     min_per_neuron: int = 4          # each row/column on a matrix's min-j axis keeps at least this many weights
     anneal_start: float = 0.01       # density is 1 until this fraction of training...
-    anneal_end: float = 0.5          # ...then falls linearly in k to the target here
+    anneal_end: float = 0.5          # ...then falls to the target here
+    anneal_shape: str = "linear"     # "linear" in k (the paper's), or "geometric": the same fraction of k every step
     warmup: float = 0.01             # linear LR warmup fraction, then linear decay to 0
     sharkfin: bool = False           # multiply LR by sqrt(target_density / density(t))
     beta1: float = 0.9
@@ -154,6 +157,8 @@ class TrainConfig:
                  and 0 <= self.anneal_start <= self.anneal_end <= 1,
                  "TrainConfig needs 0 <= anneal_start <= anneal_end <= 1, "
                  f"got {self.anneal_start!r}, {self.anneal_end!r}")
+        _require(self.anneal_shape in ANNEAL_SHAPES,
+                 f"TrainConfig.anneal_shape must be one of {ANNEAL_SHAPES}, got {self.anneal_shape!r}")
         _require(_is_number(self.warmup) and 0 <= self.warmup < 1,
                  f"TrainConfig.warmup must be in [0, 1), got {self.warmup!r}")
         for name in ("beta1", "beta2"):
@@ -212,7 +217,7 @@ PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
 PRESETS["reproduce"] = (
     ModelConfig(vocab_size=256, n_ctx=64, d_model=128, n_layer=4, n_head=8, d_head=16, d_mlp=512, pos_emb="learned"),
     TrainConfig(steps=3000, batch_size=32, lr=2e-2, eval_every=250, eval_batches=16, checkpoint_every=250,
-                task_examples=4000),
+                task_examples=4000, anneal_shape="geometric"),
 )
 
 

@@ -28,13 +28,15 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
         lr = cfg.lr * max(0.0, (cfg.steps - step) / max(cfg.steps - warm, 1.0))
     if cfg.sharkfin:
         target = cfg.weight_density
-        lr *= math.sqrt(target / density_at(step, cfg.steps, target, cfg.anneal_start, cfg.anneal_end))
+        lr *= math.sqrt(target / density_at(step, cfg.steps, target, cfg.anneal_start, cfg.anneal_end,
+                                            cfg.anneal_shape))
     return lr
 
 
 def densities_at(step: int, names, cfg: TrainConfig) -> dict[str, float]:
     """The density each sparsified parameter is projected to after step `step`."""
-    return {name: density_at(step, cfg.steps, cfg.density_for(name), cfg.anneal_start, cfg.anneal_end)
+    return {name: density_at(step, cfg.steps, cfg.density_for(name), cfg.anneal_start, cfg.anneal_end,
+                             cfg.anneal_shape)
             for name in names if is_sparsified(name)}
 
 

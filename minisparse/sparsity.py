@@ -124,17 +124,29 @@ def topk_mask(w: np.ndarray, k: int, min_per_row: int = 0) -> np.ndarray:
     return mask
 
 
-def density_at(step: int, total_steps: int, target: float, start: float = 0.01, end: float = 0.5) -> float:
+ANNEAL_SHAPES = ("linear", "geometric")
+
+
+def density_at(step: int, total_steps: int, target: float, start: float = 0.01, end: float = 0.5,
+               shape: str = "linear") -> float:
     """Weight density in force after optimizer step `step` (0-based) of `total_steps`.
 
-    Dense (1.0) until `start`·total_steps, then falling linearly to `target` at `end`·total_steps, then constant.
+    Dense (1.0) until `start`·total_steps, then falling to `target` at `end`·total_steps, then constant. "linear" (the
+    paper's): k falls by the same count every step, so the last steps of the anneal cut the most from what is left
+    (1% of the surviving weights a step at the end, for 1/16 over half of 3,000 steps). "geometric": k falls by the
+    same fraction every step, density = target ** progress.
     """
+    if shape not in ANNEAL_SHAPES:
+        raise ValueError(f"unknown anneal shape {shape!r}; use one of {ANNEAL_SHAPES}")
     t0, t1 = start * total_steps, end * total_steps
     if step < t0:
         return 1.0
     if step >= t1 or t1 <= t0:
         return float(target)
-    return 1.0 - (1.0 - target) * (step - t0) / (t1 - t0)
+    progress = (step - t0) / (t1 - t0)
+    if shape == "geometric":
+        return float(target) ** progress
+    return 1.0 - (1.0 - target) * progress
 
 
 def forced_count(shape: tuple[int, int], axis: int, min_per_neuron: int) -> int:

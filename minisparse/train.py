@@ -145,7 +145,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir, *, backend: s
                 rate, tick = tokens_per_step / (now - tick), now
                 speed = rate if speed is None else 0.9 * speed + 0.1 * rate
                 density = density_at(step, train_cfg.steps, train_cfg.weight_density, train_cfg.anneal_start,
-                                     train_cfg.anneal_end)
+                                     train_cfg.anneal_end, train_cfg.anneal_shape)
                 bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{speed:,.0f}", density=f"{density:.3f}",
                                 **({"val_bpb": f"{val / math.log(2):.3f}"} if val is not None else {}))
         except KeyboardInterrupt:

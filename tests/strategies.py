@@ -17,6 +17,7 @@ from hypothesis.extra import numpy as hnp
 
 from minisparse.config import ModelConfig, TrainConfig
 from minisparse.params import init_params, param_shapes
+from minisparse.sparsity import ANNEAL_SHAPES
 
 
 def examples(fraction: float, at_least: int = 2) -> settings:
@@ -111,6 +112,7 @@ def train_configs(draw, names=None, max_steps=200):
         min_per_neuron=draw(st.integers(0, 5)),
         anneal_start=start,
         anneal_end=end,
+        anneal_shape=draw(st.sampled_from(ANNEAL_SHAPES)),
         warmup=draw(st.floats(0.0, 0.5)),
         sharkfin=draw(st.booleans()),
         weight_decay=draw(st.sampled_from([0.0, 0.1, 0.5])),

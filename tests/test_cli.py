@@ -7,6 +7,7 @@ import re
 import pytest
 
 from minisparse import load, save
+from minisparse.checkpoint import read_checkpoint
 from minisparse.circuits import Circuit
 from minisparse.cli import main
 from minisparse.config import preset
@@ -47,6 +48,16 @@ def test_train_then_sample_then_resume(tmp_path, capsys):
     assert "--resume" in one_error_line(capsys.readouterr().err, "train")
     assert main(args + ["--resume"]) == 0
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 20, "a finished run resumed adds no steps"
+
+
+def test_train_takes_the_anneal_shape_and_a_bad_one_is_refused(tmp_path, capsys):
+    out = tmp_path / "geo"
+    assert main(["train", *TINY, "--steps", "4", "--density", "0.25", "--anneal", "geometric", "--out", str(out)]) == 0
+    assert json.loads(read_checkpoint(out / "model.safetensors")[2]["train_config"])["anneal_shape"] == "geometric"
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["train", *TINY, "--anneal", "cosine", "--out", str(tmp_path / "x")])
+    assert "'cosine'" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

@@ -117,7 +117,7 @@ def mlx_setups(draw):
 
 
 def allowed_nonzeros(name, shape, step, cfg):
-    density = density_at(step, cfg.steps, cfg.density_for(name), cfg.anneal_start, cfg.anneal_end)
+    density = density_at(step, cfg.steps, cfg.density_for(name), cfg.anneal_start, cfg.anneal_end, cfg.anneal_shape)
     return k_at(shape, min_axis(name), density, cfg.min_per_neuron)
 
 

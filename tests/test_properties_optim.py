@@ -22,7 +22,7 @@ from minisparse.config import TrainConfig
 from minisparse.numpy import GPT
 from minisparse.optim import densities_at, grad_rms, init_state, lr_at, optimizer_step
 from minisparse.params import param_shapes
-from minisparse.sparsity import density_at, is_sparsified, k_at, min_axis, project_mask
+from minisparse.sparsity import ANNEAL_SHAPES, density_at, is_sparsified, k_at, min_axis, project_mask
 from strategies import bad_values, examples, gradients, model_configs, tiny_params, train_configs
 
 steps = st.integers(0, 250)
@@ -41,7 +41,7 @@ def setups(draw, dtype=np.float32):
 
 def allowed_nonzeros(name, shape, step, cfg):
     """What the schedule allows a sparsified matrix after step `step`: k_at at density_at(step)."""
-    density = density_at(step, cfg.steps, cfg.density_for(name), cfg.anneal_start, cfg.anneal_end)
+    density = density_at(step, cfg.steps, cfg.density_for(name), cfg.anneal_start, cfg.anneal_end, cfg.anneal_shape)
     return k_at(shape, min_axis(name), density, cfg.min_per_neuron)
 
 
@@ -266,7 +266,8 @@ def reference_step(params, grads, m, v, step, cfg):
         v_hat = new_v[name] / (1 - cfg.beta2 ** t)
         w = w.astype(np.float64) - lr * m_hat / (np.sqrt(v_hat) + cfg.eps)
         if is_sparsified(name):
-            density = density_at(step, cfg.steps, cfg.density_for(name), cfg.anneal_start, cfg.anneal_end)
+            density = density_at(step, cfg.steps, cfg.density_for(name), cfg.anneal_start, cfg.anneal_end,
+                                 cfg.anneal_shape)
             w = w * project_mask(name, w, density, cfg.min_per_neuron)
             w = w * (1 - cfg.weight_decay * lr)
         new_p[name] = w
@@ -315,7 +316,8 @@ def lr_configs(draw):
     start = draw(st.floats(0.0, 1.0))
     return TrainConfig(steps=draw(st.integers(1, 3000)), lr=draw(st.floats(1e-5, 1.0)),
                        warmup=draw(st.floats(0.0, 0.5)), sharkfin=False,
-                       anneal_start=start, anneal_end=draw(st.floats(start, 1.0)))
+                       anneal_start=start, anneal_end=draw(st.floats(start, 1.0)),
+                       anneal_shape=draw(st.sampled_from(ANNEAL_SHAPES)))
 
 
 @given(lr_configs(), st.integers(0, 3000))
@@ -364,7 +366,7 @@ def test_sharkfin_multiplies_the_lr_by_sqrt_target_over_density(cfg, target, ste
     """The sharkfin LR is the plain LR times sqrt(target / density(t)): equal at the end, smaller while denser."""
     plain = TrainConfig(**{**cfg.to_dict(), "weight_density": target})
     fin = TrainConfig(**{**plain.to_dict(), "sharkfin": True})
-    density = density_at(step, cfg.steps, target, cfg.anneal_start, cfg.anneal_end)
+    density = density_at(step, cfg.steps, target, cfg.anneal_start, cfg.anneal_end, cfg.anneal_shape)
     assert lr_at(step, fin) == pytest.approx(lr_at(step, plain) * math.sqrt(target / density), rel=1e-12, abs=0)
     assert lr_at(step, fin) <= lr_at(step, plain)
 
@@ -377,7 +379,8 @@ def test_densities_at_covers_exactly_the_sparsified_names(cfg, names, step):
     got = densities_at(step, names, cfg)
     assert set(got) == {n for n in names if is_sparsified(n)}
     for name, d in got.items():
-        assert d == density_at(step, cfg.steps, cfg.density_for(name), cfg.anneal_start, cfg.anneal_end)
+        assert d == density_at(step, cfg.steps, cfg.density_for(name), cfg.anneal_start, cfg.anneal_end,
+                               cfg.anneal_shape)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from minisparse import checkpoint
 from minisparse.numpy import GPT, layers
 from minisparse.params import param_shapes
 from minisparse.sparsity import (
+    ANNEAL_SHAPES,
     abstopk,
     abstopk_mask,
     density_at,
@@ -323,14 +324,14 @@ def schedules(draw):
     start = draw(st.floats(0.0, 1.0))
     end = draw(st.floats(start, 1.0))
     target = draw(densities)
-    return total, target, start, end
+    return total, target, start, end, draw(st.sampled_from(ANNEAL_SHAPES))
 
 
 @given(schedules(), st.integers(-5, 12_000))
 def test_density_is_dense_before_the_anneal_and_the_target_after(schedule, step):
     """Density is exactly 1 before start·T, exactly the target from end·T on, and between the two in between."""
-    total, target, start, end = schedule
-    d = density_at(step, total, target, start, end)
+    total, target, start, end, shape = schedule
+    d = density_at(step, total, target, start, end, shape)
     if step < start * total:
         assert d == 1.0
     elif step >= end * total:
@@ -342,29 +343,48 @@ def test_density_is_dense_before_the_anneal_and_the_target_after(schedule, step)
 @given(schedules(), st.integers(-5, 12_000), st.integers(-5, 12_000))
 def test_density_never_increases(schedule, s1, s2):
     """Density never rises as training goes on."""
-    total, target, start, end = schedule
+    total, target, start, end, shape = schedule
     s1, s2 = sorted([s1, s2])
-    assert density_at(s2, total, target, start, end) <= density_at(s1, total, target, start, end)
+    assert density_at(s2, total, target, start, end, shape) <= density_at(s1, total, target, start, end, shape)
 
 
 @given(schedules(), st.data())
-def test_density_falls_linearly_during_the_anneal(schedule, data):
-    """Between start·T and end·T the density is a straight line from 1 (at start·T) to the target (at end·T)."""
-    total, target, start, end = schedule
+def test_density_falls_linearly_during_a_linear_anneal(schedule, data):
+    """Between start·T and end·T a linear anneal is a straight line from 1 (at start·T) to the target (at end·T)."""
+    total, target, start, end, _ = schedule
     t0, t1 = start * total, end * total
     inside = [s for s in range(int(np.ceil(t0)), int(np.ceil(t1))) if t0 <= s < t1]
     assume(inside)
     step = data.draw(st.sampled_from(inside))
     line = 1.0 + (target - 1.0) * (step - t0) / (t1 - t0)
-    assert density_at(step, total, target, start, end) == pytest.approx(line, rel=1e-12, abs=1e-12)
+    assert density_at(step, total, target, start, end, "linear") == pytest.approx(line, rel=1e-12, abs=1e-12)
+
+
+@given(schedules(), st.data())
+def test_a_geometric_anneal_removes_the_same_fraction_every_step(schedule, data):
+    """Between start·T and end·T a geometric anneal is a straight line in log density: from 1 to the target, so any
+    two steps the same distance apart divide the density by the same factor."""
+    total, target, start, end, _ = schedule
+    t0, t1 = start * total, end * total
+    inside = [s for s in range(int(np.ceil(t0)), int(np.ceil(t1))) if t0 <= s < t1]
+    assume(len(inside) >= 2)
+    a, b = sorted(data.draw(st.lists(st.sampled_from(inside), min_size=2, max_size=2, unique=True)))
+    d = lambda s: density_at(s, total, target, start, end, "geometric")  # noqa: E731
+    assert np.log(d(a)) == pytest.approx(np.log(target) * (a - t0) / (t1 - t0), rel=1e-9, abs=1e-12)
+    assert d(b) / d(a) == pytest.approx(target ** ((b - a) / (t1 - t0)), rel=1e-9)
+
+
+def test_an_unknown_anneal_shape_is_refused():
+    with pytest.raises(ValueError, match="'cosine'.*linear.*geometric"):
+        density_at(10, 100, 0.1, shape="cosine")
 
 
 @given(schedules(), nonempty_shapes_2d, st.sampled_from([0, 1]), st.integers(0, 4))
 def test_kept_count_never_increases_along_the_schedule(schedule, shape, axis, j):
     """The integer number of kept weights k(t) = k_at(density_at(t)) never rises from one step to the next."""
-    total, target, start, end = schedule
+    total, target, start, end, anneal = schedule
     steps = range(-1, min(total, 400) + 2) if total <= 400 else np.linspace(-1, total + 1, 400).astype(int)
-    ks = [k_at(shape, axis, density_at(int(s), total, target, start, end), j) for s in steps]
+    ks = [k_at(shape, axis, density_at(int(s), total, target, start, end, anneal), j) for s in steps]
     assert all(a >= b for a, b in zip(ks, ks[1:]))
     assert ks[0] == shape[0] * shape[1]
 
