@@ -44,7 +44,7 @@ def frontier(results: dict) -> tuple[list[str], list[dict]]:
 def results_markdown(results: dict) -> str:
     """results.md: the headline, the models and the tasks they solve, every circuit's scorecard, the comparisons."""
     ev, cards, solved = results["evaluations"], results["circuits"], results["experiment"]["solved"]
-    tasks = list(next(iter(cards.values())))
+    tasks = list(next(iter(ev.values()))["task_loss"])
     head = results["headline"]
     lines = ["# minisparse reproduce", ""]
     if head["ratios"]:
@@ -65,9 +65,9 @@ def results_markdown(results: dict) -> str:
         lines.append(f"| {point} | {ev[point]['val_loss'] * BITS:.3f} | {sum(losses[t] <= solved for t in tasks)} | "
                      + " | ".join(f"{losses[t]:.2f}" for t in tasks) + " |")
     lines += ["", "## Every circuit and its scorecard", "",
-              "Mean ablation, pruning seed 0. suff./nec.: held-out task loss of the circuit alone / of the model with "
-              "only the circuit ablated. Controls: held-out loss of the circuit pruned from a random model of the same "
-              "sparsity / for shuffled labels. Zero abl.: edges / held-out loss with zero instead of mean ablation. "
+              "Each model is pruned on the tasks it solves. Mean ablation, pruning seed 0. suff./nec.: held-out task "
+              "loss of the circuit alone / of the model with only the circuit ablated. Controls: held-out loss of the "
+              "circuit pruned from a random model of the same sparsity / for shuffled labels. Zero abl.: edges / held-out loss with zero instead of mean ablation. "
               "Jaccard: mean node overlap between pruning seeds. (✗): pruning target not reached.", "",
               "| point | task | nodes | edges | suff. | nec. | random ctl | shuffled ctl | zero abl. | Jaccard "
               "| verdict |",

@@ -278,11 +278,12 @@ class Reproduction:
     # --- 4. prune ---------------------------------------------------------------------------------------------------
     def prune_plan(self, evals: dict, matched: dict) -> dict[tuple[str, str], str]:
         """{(point, task): how much of the scorecard to compute} for every final model and every matched dense
-        checkpoint, in that order.
+        checkpoint, in that order, on the tasks that point solves (a model that cannot do a task has no circuit for it
+        to find, and pruning it anyway took most of the experiment's time).
 
-        Where a final model solves the task: "full" for the first seed's models; for the other seeds' (whose role is
-        the headline's spread) "controls" on the sparse models, which the verdict needs. Otherwise, and on matched
-        dense checkpoints, "circuit" alone (a dense circuit only has to reach its target to be compared)."""
+        "full" for the first seed's final models; for the other seeds' (whose role is the headline's spread)
+        "controls" on the sparse models, which the verdict needs; "circuit" alone on the rest (a dense circuit only
+        has to reach its target to be compared)."""
         runs = self.experiment.runs()
         finals = [self.final_point(r) for r in runs]
         first_seed = {self.final_point(r) for r in runs if r.seed == self.experiment.seeds[0]}
@@ -290,15 +291,17 @@ class Reproduction:
         plan = {}
         for point in finals + sorted(set(matched.values()) - set(finals)):
             for t in self.experiment.task_names:
-                solved = point in finals and evals[point]["task_loss"][t] <= self.experiment.solved
-                plan[point, t] = ("circuit" if not solved else "full" if point in first_seed
-                                  else "controls" if point in sparse else "circuit")
+                if evals[point]["task_loss"][t] <= self.experiment.solved:
+                    plan[point, t] = ("full" if point in first_seed else "controls" if point in sparse
+                                      else "circuit")
         return plan
 
     def prune_all(self, evals: dict, matched: dict) -> dict[str, dict[str, dict]]:
-        """{point: {task: scorecard}} for the points and tasks of `prune_plan`, each cached in its own file."""
+        """{point: {task: scorecard}} for the points and tasks of `prune_plan`, each cached in its own file; a point
+        that solves no task maps to {}."""
         plan = self.prune_plan(evals, matched)
-        cards: dict[str, dict[str, dict]] = {p: {} for p, _ in plan}
+        points = [self.final_point(r) for r in self.experiment.runs()]
+        cards: dict[str, dict[str, dict]] = {p: {} for p in points + sorted(set(matched.values()) - set(points))}
         todo = []
         for (point, t), scorecard in plan.items():
             path = self.out / "circuits" / point / f"{t}.json"
@@ -309,7 +312,7 @@ class Reproduction:
                                                       str(path)))))
         for ((point, t), _), card in zip(todo, self._pool([job for _, job in todo], "prune")):
             cards[point][t] = card
-        return {p: {t: cards[p][t] for t in self.experiment.task_names} for p in cards}
+        return {p: {t: cards[p][t] for t in self.experiment.task_names if t in cards[p]} for p in cards}
 
     # --- everything -------------------------------------------------------------------------------------------------
     def run(self, reuse: bool = False) -> dict:
@@ -413,16 +416,21 @@ def _logged_steps(run_dir: Path) -> int:
 # Summaries
 
 
-def compare(cards: dict, dense_point: str, sparse_point: str, task_names, solved: float) -> dict:
+def compare(evals: dict, cards: dict, dense_point: str, sparse_point: str, task_names, solved: float) -> dict:
     """Circuit edges, dense / sparse, over the tasks both models solve where the sparse circuit is real and the dense
     one reached its target: {dense, sparse, tasks, ratio (their geometric mean), per_task, excluded {task: why}}."""
     per_task, excluded = {}, {}
     for t in task_names:
+        dense_loss, sparse_loss = evals[dense_point]["task_loss"][t], evals[sparse_point]["task_loss"][t]
+        if dense_loss > solved:
+            excluded[t] = f"dense model does not solve it ({dense_loss:.2f})"
+            continue
+        if sparse_loss > solved:
+            excluded[t] = f"sparse model does not solve it ({sparse_loss:.2f})"
+            continue
         d, s = cards[dense_point][t], cards[sparse_point][t]
         real, why = verdict(s["full_loss"], s["circuit"], solved)
-        if d["full_loss"] > solved:
-            excluded[t] = f"dense model does not solve it ({d['full_loss']:.2f})"
-        elif not real:
+        if not real:
             excluded[t] = f"sparse circuit: {why}"
         elif not d["circuit"]["reached_target"]:
             excluded[t] = "dense circuit did not reach the target"
@@ -445,7 +453,7 @@ def summarise(experiment: Experiment, evals: dict, matched: dict, cards: dict, f
         entry = {"run": run.name, "density": run.density, "seed": run.seed, "val_loss": evals[sparse]["val_loss"]}
         for kind, dense in (("matched", matched.get(run.name)), ("final", finals.get(f"dense-s{run.seed}"))):
             if dense is not None:
-                entry[kind] = compare(cards, dense, sparse, experiment.task_names, experiment.solved)
+                entry[kind] = compare(evals, cards, dense, sparse, experiment.task_names, experiment.solved)
                 entry[kind]["dense_val_loss"] = evals[dense]["val_loss"]
         comparisons.append(entry)
     head = [c["matched"] for c in comparisons if c["density"] == experiment.headline_density and "matched" in c

@@ -88,9 +88,28 @@ def test_the_prune_plan_gives_each_circuit_the_scorecard_it_needs(tmp_path):
                     ("dense-s1@60", "single_double_quote"): "circuit",       # a later seed's dense model: no verdict
                     ("1in4-s1@60", "single_double_quote"): "controls",      # a later seed's sparse one: the verdict
                     ("dense-s0@20", "single_double_quote"): "circuit"}      # a matched checkpoint
-    evals["1in4-s0@60"] = unsolved
-    plan = r.prune_plan({p: {"task_loss": v} for p, v in evals.items()}, {})
-    assert plan["1in4-s0@60", "single_double_quote"] == "circuit"           # not solved: the circuit alone
+    evals["1in4-s0@60"] = evals["dense-s0@20"] = unsolved
+    plan = r.prune_plan({p: {"task_loss": v} for p, v in evals.items()}, {"1in4-s0": "dense-s0@20"})
+    assert ("1in4-s0@60", "single_double_quote") not in plan                # not solved: nothing to prune
+    assert ("dense-s0@20", "single_double_quote") not in plan
+    assert plan["dense-s0@60", "single_double_quote"] == "full"
+
+
+def test_a_comparison_counts_only_tasks_both_models_solve_with_a_real_sparse_circuit():
+    real = {"full_loss": 0.1, "circuit": {"reached_target": True, "sufficiency": 0.1, "necessity": 1.0, "n_edges": 50,
+                                          "controls": {"random_model": {"sufficiency": 0.7},
+                                                       "shuffled_labels": {"sufficiency": 0.7}}}}
+    dense = {"full_loss": 0.1, "circuit": {"reached_target": True, "n_edges": 800}}
+    fake = {**real, "circuit": {**real["circuit"], "sufficiency": 0.6}}       # does not generalise
+    loss = {"a": 0.1, "b": 0.1, "c": 0.1, "d": 0.1}
+    evals = {"D": {"task_loss": {**loss, "b": 0.5}}, "S": {"task_loss": {**loss, "c": 0.5}}}
+    cards = {"D": {"a": dense, "c": dense, "d": {**dense, "circuit": {**dense["circuit"], "n_edges": 200}}},
+             "S": {"a": real, "b": real, "d": fake}}
+    got = rep.compare(evals, cards, "D", "S", ["a", "b", "c", "d"], solved=0.3)
+    assert got["tasks"] == ["a"] and got["ratio"] == pytest.approx(16.0)
+    assert got["excluded"]["b"].startswith("dense model does not solve it (0.50)")
+    assert got["excluded"]["c"].startswith("sparse model does not solve it (0.50)")
+    assert "sufficiency 0.60" in got["excluded"]["d"]
 
 
 def test_a_killed_reproduce_resumes_without_redoing_finished_work(tmp_path, monkeypatch):
