@@ -67,8 +67,9 @@ def results_markdown(results: dict) -> str:
     lines += ["", "## Every circuit and its scorecard", "",
               "Each model is pruned on the tasks it solves. Mean ablation, pruning seed 0. suff./nec.: held-out task "
               "loss of the circuit alone / of the model with only the circuit ablated. Controls: held-out loss of the "
-              "circuit pruned from a random model of the same sparsity / for shuffled labels. Zero abl.: edges / held-out loss with zero instead of mean ablation. "
-              "Jaccard: mean node overlap between pruning seeds. (✗): pruning target not reached.", "",
+              "circuit pruned from a random model of the same sparsity / for shuffled labels. Zero abl.: edges / "
+              "held-out loss with zero instead of mean ablation. Jaccard: mean node overlap between pruning seeds. "
+              "(✗): pruning target not reached.", "",
               "| point | task | nodes | edges | suff. | nec. | random ctl | shuffled ctl | zero abl. | Jaccard "
               "| verdict |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
