@@ -234,6 +234,19 @@ def test_top_contexts_of_a_node_that_never_fires():
     assert contexts["L0.attn_in[3]"] == [] and rates["L0.attn_in[3]"] == 0.0
 
 
+def _worker_threads(_):
+    time.sleep(0.5)             # long enough that every job lands on a worker of its own
+    return os.getpid(), os.environ.get("OPENBLAS_NUM_THREADS")
+
+
+def test_every_worker_runs_one_blas_thread_and_the_environment_is_restored(monkeypatch):
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    with rep._worker_pool(2) as pool:
+        seen = list(pool.map(_worker_threads, range(2)))
+    assert len({pid for pid, _ in seen}) == 2 and all(threads == "1" for _, threads in seen)
+    assert "OPENBLAS_NUM_THREADS" not in os.environ
+
+
 def test_workers_end_when_reproduce_is_killed(tmp_path):
     # a reproduce killed from outside (SIGKILL, no cleanup) must not leave workers training or pruning for nobody
     script = tmp_path / "parent.py"
@@ -241,10 +254,10 @@ def test_workers_end_when_reproduce_is_killed(tmp_path):
         "import os, time\n"
         "from minisparse.reproduce import _worker_pool\n"
         "if __name__ == '__main__':\n"
-        "    pool = _worker_pool(1)\n"
-        "    print(pool.submit(os.getpid).result(), flush=True)\n"
-        "    pool.submit(time.sleep, 60)\n"
-        "    time.sleep(60)\n")
+        "    with _worker_pool(1) as pool:\n"
+        "        print(pool.submit(os.getpid).result(), flush=True)\n"
+        "        pool.submit(time.sleep, 60)\n"
+        "        time.sleep(60)\n")
     parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     worker = int(parent.stdout.readline())
     os.kill(worker, 0)                               # alive while its parent is
