@@ -211,7 +211,7 @@ PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
 }
 # `reproduce`: the recipe of `minisparse reproduce` — the `small` shape with a 64-byte context (every task prompt fits),
 # 2,048 tokens a step, and 4,000 examples of each built-in task (train templates only, 12.5% of the text) mixed into
-# the standard library, so that models trained in ~25 minutes on a laptop CPU do the tasks. Held-out task prompts come
+# the standard library, so that models trained in ~15 minutes on a laptop CPU do the tasks. Held-out task prompts come
 # from other templates. Measured at seed 0: with 1,000 examples per task (3.5%) the dense model solved 4 of the 14
 # tasks and the 1/16 model 3; with 4,000, 9 and 4, at the same validation loss. The geometric anneal removed the jump
 # in the 1/16 model's loss where the linear one ends (2.343 -> 2.317 bits/byte at the end; README, DESIGN §3).
