@@ -12,8 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from .circuits.scorecard import CHANCE, verdict
+from .config import ModelConfig
+from .params import site_sizes
 
 BITS = 1 / math.log(2)     # nats -> bits
+MOST_OF_THE_MODEL = 0.5    # a circuit keeping more than this share of the nodes is flagged: pruning found no small part
 
 
 def geomean(xs) -> float:
@@ -45,6 +48,7 @@ def results_markdown(results: dict) -> str:
     """results.md: the headline, the models and the tasks they solve, every circuit's scorecard, the comparisons."""
     ev, cards, solved = results["evaluations"], results["circuits"], results["experiment"]["solved"]
     tasks = list(next(iter(ev.values()))["task_loss"])
+    n_nodes = sum(site_sizes(ModelConfig.from_dict(results["preset"]["model"])).values())
     head = results["headline"]
     lines = ["# minisparse reproduce", ""]
     if head["ratios"]:
@@ -69,7 +73,8 @@ def results_markdown(results: dict) -> str:
               "loss of the circuit alone / of the model with only the circuit ablated. Controls: held-out loss of the "
               "circuit pruned from a random model of the same sparsity / for shuffled labels. Zero abl.: edges / "
               "held-out loss with zero instead of mean ablation. Jaccard: mean node overlap between pruning seeds. "
-              "(✗): pruning target not reached.", "",
+              f"(✗): pruning target not reached. A circuit that keeps more than {MOST_OF_THE_MODEL:.0%} of the model's "
+              "nodes is flagged: the scorecard checks faithfulness, not size.", "",
               "| point | task | nodes | edges | suff. | nec. | random ctl | shuffled ctl | zero abl. | Jaccard "
               "| verdict |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -81,11 +86,13 @@ def results_markdown(results: dict) -> str:
                    for n in ("random_model", "shuffled_labels")]
             zero = card.get("zero_ablation")
             real, why = verdict(card["full_loss"], c, solved)
+            share = c["n_nodes"] / n_nodes
+            flag = f" (keeps {share:.0%} of the nodes: the model, not a circuit)" if share > MOST_OF_THE_MODEL else ""
             lines.append(f"| {point} | {t} | {c['n_nodes']} | {c['n_edges']}{'' if c['reached_target'] else ' (✗)'} "
                          f"| {c['sufficiency']:.2f} | {c['necessity']:.2f} | {ctl[0]} | {ctl[1]} | "
                          + (f"{zero['n_edges']} / {zero['sufficiency']:.2f}" if zero else "—") + " | "
                          + (f"{card['stability']:.2f}" if "stability" in card else "—")
-                         + f" | {'**real**' if real else why} |")
+                         + f" | {'**real**' if real else why}{flag} |")
     lines += ["", "## Dense vs sparse circuits", "",
               "Each sparse model against the dense checkpoint of the same seed whose validation loss is closest "
               "(matched) and against the final dense model. Ratio: geometric mean over the counted tasks of dense "

@@ -3,6 +3,7 @@ reading a circuit node by node (`minisparse.circuits.explain`) on a model with a
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -13,15 +14,15 @@ import time
 import numpy as np
 import pytest
 
+from minisparse import report, tasks
 from minisparse import reproduce as rep
-from minisparse import tasks
 from minisparse.circuits import Circuit
 from minisparse.circuits.explain import explain, show_context, top_contexts
 from minisparse.circuits.scorecard import node_jaccard, verdict
 from minisparse.cli import main
-from minisparse.config import ModelConfig
+from minisparse.config import ModelConfig, preset
 from minisparse.numpy import GPT
-from minisparse.params import init_params
+from minisparse.params import init_params, site_sizes
 
 TASKS = ("single_double_quote", "while_return_true")
 
@@ -65,6 +66,20 @@ def test_reproduce_end_to_end(finished):
     # every kept checkpoint was evaluated, each with every task
     assert {p.split("@")[1] for p in results["evaluations"]} == {"20", "40", "60"}
     assert all(set(e["task_loss"]) == set(TASKS) for e in results["evaluations"].values())
+
+
+def test_the_report_flags_a_circuit_that_keeps_most_of_the_model(finished):
+    _, results = finished
+    results = copy.deepcopy(results)
+    total = sum(site_sizes(preset("tiny")[0]).values())
+    cards = results["circuits"]["1in4-s0@60"]
+    cards["single_double_quote"]["circuit"]["n_nodes"] = total // 2 + 1          # just over half
+    cards["while_return_true"]["circuit"]["n_nodes"] = total // 2                 # half: not flagged
+    lines = report.results_markdown(results).splitlines()
+    row = {t: next(line for line in lines if line.startswith(f"| 1in4-s0@60 | {t} |")) for t in TASKS}
+    share = (total // 2 + 1) / total
+    assert row["single_double_quote"].endswith(f"(keeps {share:.0%} of the nodes: the model, not a circuit) |")
+    assert "not a circuit" not in row["while_return_true"]
 
 
 def test_matched_loss_picks_the_dense_checkpoint_closest_in_validation_loss(tmp_path):
