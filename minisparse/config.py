@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .sparsity import ANNEAL_SHAPES
+from .sparsity import ANNEAL_SHAPES, density_at
 
 
 class ConfigError(ValueError):
@@ -175,6 +175,12 @@ class TrainConfig:
     def density_for(self, name: str) -> float:
         """Target density of one parameter: its override, else `weight_density`."""
         return self.density_overrides.get(name, self.weight_density)
+
+    def density_after(self, step: int, name: str | None = None) -> float:
+        """Density in force after optimizer step `step`: this config's anneal toward the target of parameter `name`
+        (`weight_density` when None), DESIGN §3."""
+        target = self.weight_density if name is None else self.density_for(name)
+        return density_at(step, self.steps, target, self.anneal_start, self.anneal_end, self.anneal_shape)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from .config import TrainConfig
-from .sparsity import density_at, is_sparsified, project_topk
+from .sparsity import is_sparsified, project_topk
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -27,17 +27,13 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     else:
         lr = cfg.lr * max(0.0, (cfg.steps - step) / max(cfg.steps - warm, 1.0))
     if cfg.sharkfin:
-        target = cfg.weight_density
-        lr *= math.sqrt(target / density_at(step, cfg.steps, target, cfg.anneal_start, cfg.anneal_end,
-                                            cfg.anneal_shape))
+        lr *= math.sqrt(cfg.weight_density / cfg.density_after(step))
     return lr
 
 
 def densities_at(step: int, names, cfg: TrainConfig) -> dict[str, float]:
     """The density each sparsified parameter is projected to after step `step`."""
-    return {name: density_at(step, cfg.steps, cfg.density_for(name), cfg.anneal_start, cfg.anneal_end,
-                             cfg.anneal_shape)
-            for name in names if is_sparsified(name)}
+    return {name: cfg.density_after(step, name) for name in names if is_sparsified(name)}
 
 
 def init_state(params: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:

@@ -20,7 +20,6 @@ import numpy as np
 from .checkpoint import load_optimizer, read_checkpoint, save_optimizer, write_checkpoint
 from .config import ModelConfig, TrainConfig
 from .data import eval_batches, get_batch, load_corpus
-from .sparsity import density_at
 from .tasks import BUILTIN_TASKS, TASK_EXAMPLES_SEED, with_task_examples
 
 MODEL_FILE, OPTIMIZER_FILE, METRICS_FILE = "model.safetensors", "optimizer.safetensors", "metrics.jsonl"
@@ -144,9 +143,8 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir, *, backend: s
                 now = time.perf_counter()
                 rate, tick = tokens_per_step / (now - tick), now
                 speed = rate if speed is None else 0.9 * speed + 0.1 * rate
-                density = density_at(step, train_cfg.steps, train_cfg.weight_density, train_cfg.anneal_start,
-                                     train_cfg.anneal_end, train_cfg.anneal_shape)
-                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{speed:,.0f}", density=f"{density:.3f}",
+                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{speed:,.0f}",
+                                density=f"{train_cfg.density_after(step):.3f}",
                                 **({"val_bpb": f"{val / math.log(2):.3f}"} if val is not None else {}))
         except KeyboardInterrupt:
             # A step cut off halfway may have updated only some weights, so nothing is saved now; the last periodic
