@@ -277,6 +277,11 @@ class Reproduction:
         return out
 
     # --- 4. prune ---------------------------------------------------------------------------------------------------
+    def pruned_points(self, matched: dict) -> list[str]:
+        """Every final model, then every matched dense checkpoint that is not one."""
+        finals = [self.final_point(r) for r in self.experiment.runs()]
+        return finals + sorted(set(matched.values()) - set(finals))
+
     def prune_plan(self, evals: dict, matched: dict) -> dict[tuple[str, str], str]:
         """{(point, task): how much of the scorecard to compute} for every final model and every matched dense
         checkpoint, in that order, on the tasks that point solves (a model that cannot do a task has no circuit for it
@@ -286,11 +291,10 @@ class Reproduction:
         "controls" on the sparse models, which the verdict needs; "circuit" alone on the rest (a dense circuit only
         has to reach its target to be compared)."""
         runs = self.experiment.runs()
-        finals = [self.final_point(r) for r in runs]
         first_seed = {self.final_point(r) for r in runs if r.seed == self.experiment.seeds[0]}
         sparse = {self.final_point(r) for r in runs if r.density < 1}
         plan = {}
-        for point in finals + sorted(set(matched.values()) - set(finals)):
+        for point in self.pruned_points(matched):
             for t in self.experiment.task_names:
                 if evals[point]["task_loss"][t] <= self.experiment.solved:
                     plan[point, t] = ("full" if point in first_seed else "controls" if point in sparse
@@ -301,8 +305,7 @@ class Reproduction:
         """{point: {task: scorecard}} for the points and tasks of `prune_plan`, each cached in its own file; a point
         that solves no task maps to {}."""
         plan = self.prune_plan(evals, matched)
-        points = [self.final_point(r) for r in self.experiment.runs()]
-        cards: dict[str, dict[str, dict]] = {p: {} for p in points + sorted(set(matched.values()) - set(points))}
+        cards: dict[str, dict[str, dict]] = {p: {} for p in self.pruned_points(matched)}
         todo = []
         for (point, t), scorecard in plan.items():
             path = self.out / "circuits" / point / f"{t}.json"
