@@ -249,15 +249,18 @@ def test_top_contexts_of_a_node_that_never_fires():
     assert contexts["L0.attn_in[3]"] == [] and rates["L0.attn_in[3]"] == 0.0
 
 
-def _worker_threads(_):
-    time.sleep(0.5)             # long enough that every job lands on a worker of its own
+def _worker_threads(barrier):
+    barrier.wait(timeout=60)    # both jobs wait for each other: they run at once, so on two different workers
     return os.getpid(), os.environ.get("OPENBLAS_NUM_THREADS")
 
 
 def test_every_worker_runs_one_blas_thread_and_the_environment_is_restored(monkeypatch):
+    import multiprocessing
+
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
-    with rep._worker_pool(2) as pool:
-        seen = list(pool.map(_worker_threads, range(2)))
+    with multiprocessing.Manager() as manager, rep._worker_pool(2) as pool:
+        barrier = manager.Barrier(2)
+        seen = [f.result() for f in [pool.submit(_worker_threads, barrier) for _ in range(2)]]
     assert len({pid for pid, _ in seen}) == 2 and all(threads == "1" for _, threads in seen)
     assert "OPENBLAS_NUM_THREADS" not in os.environ
 
