@@ -21,8 +21,9 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
-from .config import ConfigError, ModelConfig
+from .config import ConfigError, ModelConfig, TrainConfig
 from .params import check_shapes, param_shapes
+from .rundir import replace_atomically
 
 FORMAT = "minisparse"
 FORMAT_VERSION = "2"             # 2 added the digests; version 1 files (no digests) still load
@@ -56,17 +57,18 @@ def _file_mode() -> int:
 
 
 def _write_atomic(tensors: dict[str, np.ndarray], path: Path, metadata: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tensors = {n: np.ascontiguousarray(t, dtype=np.float32) for n, t in tensors.items()}
     metadata = {**metadata, "format_version": FORMAT_VERSION}
     metadata[DIGEST] = _digests(tensors, metadata)
-    try:
+
+    def write(tmp: Path) -> None:
         save_file(tensors, str(tmp), metadata)
         os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)  # atomic on POSIX and Windows: readers see the old file or the new, never half of one
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    try:
+        replace_atomically(path, write)
+    except (SafetensorError, OSError) as e:     # a full disk, a read-only folder: the old file is untouched
+        raise CheckpointError(f"could not write {path}: {e}; the previous file there, if any, is intact") from None
 
 
 def save(model, path, *, step: int = 0, train_config=None, metadata: dict[str, str] | None = None) -> Path:
@@ -141,15 +143,40 @@ def _read_tensors(f, path: Path, digests: dict[str, str] | None, expected: dict[
     return tensors
 
 
+def _configs(f, path: Path) -> tuple[ModelConfig, TrainConfig | None, dict[str, str], dict | None]:
+    """The file's model config, training config (None if it has none), metadata and tensor digests, all checked."""
+    meta, digests = _read_metadata(f, path, FORMAT, "checkpoint")
+    try:
+        config = ModelConfig.from_dict(json.loads(meta["config"]))
+    except (KeyError, json.JSONDecodeError, TypeError, ConfigError) as e:
+        raise CheckpointError(f"{path} carries a bad model config: {e}") from None
+    try:
+        train_config = TrainConfig.from_dict(json.loads(meta["train_config"])) if meta.get("train_config") else None
+    except (json.JSONDecodeError, TypeError, ConfigError) as e:
+        raise CheckpointError(f"{path} carries a bad training config: {e}") from None
+    if not meta.get("step", "").isdigit():
+        raise CheckpointError(f"{path} carries a bad step {meta.get('step')!r}; the file is corrupt")
+    # Bound what the config claims by what the file holds before building anything of the config's size: every layer
+    # has tensors of its own in the file.
+    if config.n_layer > len(f.keys()):
+        raise CheckpointError(f"{path}: its config claims {config.n_layer} layers but the file holds only "
+                              f"{len(f.keys())} tensors; the file is corrupt or was not written by minisparse")
+    return config, train_config, meta, digests
+
+
+def read_configs(path) -> tuple[ModelConfig, TrainConfig | None, dict[str, str]]:
+    """A checkpoint's model config, training config (None if it has none) and metadata, checked, without reading its
+    tensors: how a run was made."""
+    path = Path(path)
+    with _open(path, "checkpoint") as f:
+        return _configs(f, path)[:3]
+
+
 def read_checkpoint(path) -> tuple[ModelConfig, dict[str, np.ndarray], dict[str, str]]:
     """Read and validate a model checkpoint: (config, float32 params in canonical order, metadata)."""
     path = Path(path)
     with _open(path, "checkpoint") as f:
-        meta, digests = _read_metadata(f, path, FORMAT, "checkpoint")
-        try:
-            config = ModelConfig.from_dict(json.loads(meta["config"]))
-        except (KeyError, json.JSONDecodeError, TypeError, ConfigError) as e:
-            raise CheckpointError(f"{path} carries a bad model config: {e}") from None
+        config, _, meta, digests = _configs(f, path)
         params = _read_tensors(f, path, digests, param_shapes(config))
     return config, params, meta
 
@@ -182,7 +209,7 @@ def load_optimizer(path, config: ModelConfig, *, step: int) -> dict:
         meta, digests = _read_metadata(f, path, FORMAT + "-optimizer", "optimizer state")
         if meta.get("step") != str(step):
             raise CheckpointError(f"{path} is from step {meta.get('step')}, but the model checkpoint is from step "
-                                  f"{step}: the pair is inconsistent (an interrupted save?); delete both to restart")
+                                  f"{step}: it belongs to another checkpoint; the run's files were mixed up or damaged")
         shapes = param_shapes(config)
         flat = _read_tensors(f, path, digests, {f"{k}.{n}": s for k in ("m", "v") for n, s in shapes.items()})
     return {k: {n: flat[f"{k}.{n}"] for n in shapes} for k in ("m", "v")}

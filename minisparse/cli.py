@@ -15,8 +15,9 @@ from .sparsity import ANNEAL_SHAPES
 
 def _train(args) -> None:
     from .checkpoint import load
+    from .rundir import MODEL_FILE
     from .sample import generate_bytes, printable
-    from .train import MODEL_FILE, train
+    from .train import train
 
     model_cfg, train_cfg = preset(args.preset)
     model_cfg = dataclasses.replace(model_cfg, **{k: v for k, v in (("afrac", args.afrac), ("pos_emb", args.pos_emb))

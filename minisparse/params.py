@@ -47,6 +47,12 @@ def param_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def _listed(names: list[str], most: int = 5) -> str:
+    """At most `most` names, and how many more: an error message stays one readable line."""
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return f"{names[:most]}{more}"
+
+
 def check_shapes(shapes: dict, expected: dict[str, tuple[int, ...]], what: str = "parameters") -> None:
     """Refuse, naming them, the names missing from `shapes` or not in `expected`, then the first shape that differs.
 
@@ -57,7 +63,7 @@ def check_shapes(shapes: dict, expected: dict[str, tuple[int, ...]], what: str =
     missing = [name for name in expected if name not in shapes]
     extra = sorted(name for name in shapes if name not in expected)
     if missing or extra:
-        raise ValueError(f"{what} and the model config differ: missing {missing}, unexpected {extra}")
+        raise ValueError(f"{what} and the model config differ: missing {_listed(missing)}, unexpected {_listed(extra)}")
     for name, shape in expected.items():
         if tuple(shapes[name]) != tuple(shape):
             raise ValueError(f"{what}: {name!r} has shape {tuple(shapes[name])}, expected {tuple(shape)}")

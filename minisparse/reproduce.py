@@ -40,8 +40,9 @@ from .config import PRESETS, preset
 from .data import eval_batches, load_corpus
 from .numpy.layers import cross_entropy_forward
 from .report import geomean, write_report
+from .rundir import METRICS_FILE, MODEL_FILE, kept_checkpoint_file, kept_checkpoints, locked, write_json_atomic
 from .tasks import get_task, list_tasks, load_task_file
-from .train import METRICS_FILE, MODEL_FILE, train
+from .train import train
 
 EVAL_BATCHES = 32        # validation batches (of 16 windows) behind every reported validation loss
 
@@ -123,20 +124,6 @@ class Experiment:
 # Files. A "point" is one kept checkpoint of one run, named "<run>@<step>".
 
 
-def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
-
-
-def kept_checkpoints(run_dir: Path) -> dict[int, Path]:
-    """{step: file} of the checkpoints a run kept along training (`model-<step>.safetensors`), by step."""
-    found = {int(p.stem.split("-")[-1]): p for p in run_dir.glob("model-*.safetensors")
-             if p.stem.split("-")[-1].isdigit()}
-    return dict(sorted(found.items()))
-
-
 def closest_loss(target: float, candidates: dict[str, float]) -> str:
     """The key of `candidates` ({point: validation loss}) whose loss is closest to `target`; ties go to the earlier
     point in order (fewer training steps)."""
@@ -167,7 +154,7 @@ def evaluate_job(experiment: Experiment, checkpoint: str, path: str) -> dict:
     tasks = {name: task_loss(model, TaskData.from_task(get_task(name), N_EVAL, cfg.n_ctx, "test", 0))
              for name in experiment.task_names}
     result = {"val_loss": val, "task_loss": tasks}
-    _write_json(Path(path), result)
+    write_json_atomic(Path(path), result)
     return result
 
 
@@ -199,7 +186,7 @@ def prune_job(experiment: Experiment, checkpoint: str, task_name: str, scorecard
         others = [prune(model, task, means=means, seed=s, **settings) for s in range(1, experiment.prune_seeds)]
         card["seeds"] = [circuit_record(c) for c in others]
         card["stability"] = node_jaccard([set(c.nodes) for c in [main] + others])
-    _write_json(path, card)
+    write_json_atomic(path, card)
     return card
 
 
@@ -219,7 +206,7 @@ class Reproduction:
 
     def checkpoint(self, point: str) -> Path:
         run_name, step = point.split("@")
-        return self.out / "models" / run_name / f"model-{int(step):06d}.safetensors"
+        return self.out / "models" / run_name / kept_checkpoint_file(int(step))
 
     def circuit_file(self, point: str, task_name: str) -> Path:
         return self.out / "circuits" / point / f"{task_name}.circuit.json"
@@ -321,7 +308,12 @@ class Reproduction:
     # --- everything -------------------------------------------------------------------------------------------------
     def run(self, reuse: bool = False) -> dict:
         """Every stage, each skipping what is cached; returns the results (also in results.json). The wall time of
-        each stage in this invocation is in results["seconds"] (a resumed run counts only what it did itself)."""
+        each stage in this invocation is in results["seconds"] (a resumed run counts only what it did itself). One
+        process at a time runs into `out`."""
+        with locked(self.out):
+            return self._run(reuse)
+
+    def _run(self, reuse: bool) -> dict:
         seconds, t0 = {}, time.perf_counter()
 
         def timed(stage, fn, *args):
@@ -337,11 +329,11 @@ class Reproduction:
         results = summarise(self.experiment, evals, matched, cards,
                             {r.name: self.final_point(r) for r in self.experiment.runs()})
         results["seconds"] = seconds
-        _write_json(self.out / "results.json", results)
+        write_json_atomic(self.out / "results.json", results)
         timed("report", write_report, results, self.out,
               lambda p: load(self.checkpoint(p), backend=self.experiment.backend), get_task, self.circuit_file)
         results["seconds"]["total"] = round(time.perf_counter() - t0, 1)
-        _write_json(self.out / "results.json", results)
+        write_json_atomic(self.out / "results.json", results)
         self.log(f"reproduce: finished in {_duration(time.perf_counter() - t0)} "
                  f"({', '.join(f'{k} {_duration(v)}' for k, v in seconds.items() if k != 'total')}); "
                  f"report in {self.out / 'results.md'}")

@@ -13,12 +13,11 @@ the first time.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import load, read_checkpoint
+from .checkpoint import load, read_configs
 from .circuits import prune, run_controls
 from .circuits.explain import explain
 from .circuits.prune import ablation_means
@@ -26,10 +25,10 @@ from .circuits.scorecard import verdict
 from .config import TrainConfig
 from .data import eval_batches, load_corpus
 from .params import site_sizes
+from .rundir import MODEL_FILE
 from .sample import generate_bytes, printable
 from .sparsity import forced_count, is_sparsified, min_axis
 from .tasks import get_task
-from .train import MODEL_FILE
 
 
 def _section(title: str) -> None:
@@ -88,8 +87,7 @@ def tour(out_dir="runs/tour", *, checkpoint=None, dense_checkpoint=None, task: s
     print(f"  using {source}")
 
     _section("2. Weight sparsity: most weights are exactly zero")
-    saved = read_checkpoint(sparse_path)[2].get("train_config")
-    weight_sparsity(sparse.numpy_params(), TrainConfig.from_dict(json.loads(saved)) if saved else None)
+    weight_sparsity(sparse.numpy_params(), read_configs(sparse_path)[1])
 
     _section(f"3. Activation sparsity: AbsTopK keeps {cfg.afrac:g} of each site's channels per token")
     x, _ = eval_batches(load_corpus().val, 4, cfg.n_ctx, 1)[0]

@@ -1,13 +1,14 @@
 """The training loop: batches → a backend's step → periodic validation → atomic checkpoints, resumable.
 
-A run directory holds `model.safetensors` (weights + configs + step), `optimizer.safetensors` (Adam's moments) and
-`metrics.jsonl` (one line per logged step). Batches are a pure function of (seed, step), so a run stopped at step N and
-resumed is bit-identical to one that never stopped. A non-finite loss or gradient stops the run with the last good
-checkpoint kept untouched.
+A run directory (`minisparse.rundir`) holds the latest checkpoint, the optimizer state that goes with it, and
+`metrics.jsonl` (one line per logged step); one process at a time writes into it. Batches are a pure function of
+(seed, step), so a run stopped at step N, at any instant, and resumed is bit-identical to one that never stopped. A
+non-finite loss or gradient stops the run with the last good checkpoint kept untouched.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -20,9 +21,22 @@ import numpy as np
 from .checkpoint import load_optimizer, read_checkpoint, save_optimizer, write_checkpoint
 from .config import ModelConfig, TrainConfig
 from .data import eval_batches, get_batch, load_corpus
+from .rundir import (
+    METRICS_FILE,
+    MODEL_FILE,
+    kept_checkpoint_file,
+    locked,
+    optimizer_file,
+    optimizer_path,
+    remove_optimizer_files_except,
+    remove_stale_temps,
+    write_text_atomic,
+)
 from .tasks import BUILTIN_TASKS, TASK_EXAMPLES_SEED, with_task_examples
 
-MODEL_FILE, OPTIMIZER_FILE, METRICS_FILE = "model.safetensors", "optimizer.safetensors", "metrics.jsonl"
+# What may change when a run resumes: the learning rate (e.g. lower, after a divergence). Everything else, the step
+# count included (the anneal and the LR schedule are fractions of it), must match the checkpoint's.
+CHANGEABLE_ON_RESUME = ("lr",)
 
 
 class TrainingDiverged(RuntimeError):
@@ -61,20 +75,23 @@ def _validate(trainer, data: np.ndarray, model_cfg: ModelConfig, train_cfg: Trai
     return float(np.mean([trainer.eval_loss(x, y) for x, y in batches]))
 
 
-def kept_checkpoint_file(step: int) -> str:
-    """The name under which `train(keep_checkpoints=True)` keeps the checkpoint of `step`."""
-    return f"model-{step:06d}.safetensors"
-
-
 def _checkpoint(trainer, out: Path, model_cfg, train_cfg, step: int, fingerprint: str, keep: bool) -> None:
-    # Optimizer first, model last: the model file's step is what a resume trusts, and load_optimizer checks they agree.
-    # A kept copy is written before both, so a run killed in between re-writes it on resume rather than missing it.
+    # The optimizer file of this step, then the model file (whose step a resume trusts), then the older optimizer
+    # files: killed anywhere, the model file's step has its optimizer file beside it. A kept copy is written first,
+    # so a run killed before the model file re-writes it on resume rather than missing it.
     params, meta = trainer.numpy_params(), {"corpus_fingerprint": fingerprint}
     if keep:
         write_checkpoint(model_cfg, params, out / kept_checkpoint_file(step), step=step, train_config=train_cfg,
                          metadata=meta)
-    save_optimizer(trainer.numpy_opt_state(), out / OPTIMIZER_FILE, step=step)
+    save_optimizer(trainer.numpy_opt_state(), out / optimizer_file(step), step=step)
     write_checkpoint(model_cfg, params, out / MODEL_FILE, step=step, train_config=train_cfg, metadata=meta)
+    remove_optimizer_files_except(out / optimizer_file(step))
+
+
+def _config_differences(saved: dict, wanted: dict) -> list[str]:
+    """'field: saved -> wanted' for every field that differs between two config dicts."""
+    return [f"{k}: {saved.get(k)!r} -> {wanted.get(k)!r}" for k in sorted(set(saved) | set(wanted))
+            if saved.get(k) != wanted.get(k)]
 
 
 def train(model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir, *, backend: str = "numpy", resume: bool = False,
@@ -87,7 +104,24 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir, *, backend: s
     keep_checkpoints: also keep every periodic checkpoint as `model-<step>.safetensors` (weights only), e.g. to compare
     a sparse model with the dense model at the point of training where their losses match.
     """
+    if str(out_dir) == "":
+        raise ValueError("the output directory is an empty string; name a directory for the run's files")
     out = Path(out_dir)
+    # Under `mlx.launch` every process trains on its own shard of each batch; only rank 0 writes anything.
+    group, shard, main = None, (lambda x, y, group: (x, y)), True
+    if backend == "mlx":
+        from .mlx.distributed import init, is_main, shard
+        group = init()
+        main = is_main(group)
+    with locked(out) if main else contextlib.nullcontext():
+        if main:
+            remove_stale_temps(out)
+        return _train_locked(model_cfg, train_cfg, out, backend, resume, until, corpus, progress, keep_checkpoints,
+                             group, shard, main)
+
+
+def _train_locked(model_cfg, train_cfg, out, backend, resume, until, corpus, progress, keep_checkpoints, group, shard,
+                  main):
     corpus = corpus if corpus is not None else load_corpus()
     if train_cfg.task_examples:
         corpus = with_task_examples(corpus, BUILTIN_TASKS, train_cfg.task_examples, TASK_EXAMPLES_SEED)
@@ -95,24 +129,27 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir, *, backend: s
     start, params, opt_state = 0, None, None
     if resume and (out / MODEL_FILE).exists():
         saved_cfg, params, meta = read_checkpoint(out / MODEL_FILE)
-        saved_train = json.loads(meta.get("train_config") or "{}")
-        if saved_cfg != model_cfg or saved_train != train_cfg.to_dict():
-            raise ValueError(f"cannot resume {out}: it was trained with a different config "
-                             f"({saved_cfg}, {saved_train}); use a new output directory or the same settings")
+        try:
+            saved_train = json.loads(meta.get("train_config") or "{}")
+        except ValueError:
+            saved_train = {}
+        differ = _config_differences(saved_cfg.to_dict(), model_cfg.to_dict()) + [
+            d for d in _config_differences(saved_train, train_cfg.to_dict())
+            if d.split(":")[0] not in CHANGEABLE_ON_RESUME]
+        if differ:
+            raise ValueError(f"cannot resume {out}: these settings differ from its checkpoint's: {'; '.join(differ)}"
+                             f". Resume with the checkpoint's settings (only {', '.join(CHANGEABLE_ON_RESUME)} may "
+                             "change), or train into a new output directory")
         if meta.get("corpus_fingerprint") != corpus.fingerprint:
             raise ValueError(f"cannot resume {out}: the training corpus changed since it was written (fingerprint "
                              f"{meta.get('corpus_fingerprint')} vs {corpus.fingerprint}: a different Python version?)")
         start = int(meta["step"])
-        opt_state = load_optimizer(out / OPTIMIZER_FILE, model_cfg, step=start)
+        opt_path = optimizer_path(out, start)
+        opt_state = load_optimizer(opt_path, model_cfg, step=start)
+        remove_optimizer_files_except(opt_path)      # a kill after the model file left the older one
     elif (out / MODEL_FILE).exists():
         raise FileExistsError(f"{out / MODEL_FILE} already exists: pass --resume to continue it, or choose a new "
                               "output directory")
-    # Under `mlx.launch` every process trains on its own shard of each batch; only rank 0 writes anything.
-    group, shard, main = None, (lambda x, y, group: (x, y)), True
-    if backend == "mlx":
-        from .mlx.distributed import init, is_main, shard
-        group = init()
-        main = is_main(group)
     trainer = make_trainer(backend, model_cfg, train_cfg, params, opt_state, group=group)
     out.mkdir(parents=True, exist_ok=True)
     if main:
@@ -131,15 +168,17 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir, *, backend: s
                 except FloatingPointError as e:
                     raise TrainingDiverged(
                         f"training diverged at step {step} ({e}). Nothing was written after the last good checkpoint "
-                        f"in {out}: resume from it with a lower --lr, or restart.") from None
+                        f"in {out}: resume from it with a lower learning rate (--resume --lr ...), or restart."
+                    ) from None
                 done = step + 1
                 record = {"step": done, "loss": loss}
                 if done % train_cfg.eval_every == 0 or done == until:
                     val = record["val_loss"] = _validate(trainer, corpus.val, model_cfg, train_cfg)
-                if main and (done % train_cfg.checkpoint_every == 0 or done == until):
-                    _checkpoint(trainer, out, model_cfg, train_cfg, done, corpus.fingerprint, keep_checkpoints)
+                # logged before the checkpoint that covers it: a kill in between redoes the step and re-logs it
                 log.write(json.dumps(record) + "\n")
                 log.flush()  # so a plot or `tail -f` can follow the run
+                if main and (done % train_cfg.checkpoint_every == 0 or done == until):
+                    _checkpoint(trainer, out, model_cfg, train_cfg, done, corpus.fingerprint, keep_checkpoints)
                 now = time.perf_counter()
                 rate, tick = tokens_per_step / (now - tick), now
                 speed = rate if speed is None else 0.9 * speed + 0.1 * rate
@@ -164,15 +203,13 @@ def _truncate_log(path: Path, step: int) -> None:
     if not path.exists():
         return
     kept = []
-    for line in path.read_text().splitlines(keepends=True):
+    for line in path.read_bytes().splitlines(keepends=True):
         try:
             if json.loads(line)["step"] <= step:
-                kept.append(line)
-        except (ValueError, KeyError, TypeError):   # a line cut off by the kill: its step is redone
+                kept.append(line.decode())
+        except (ValueError, KeyError, TypeError):   # a line cut off by a kill, or damaged: its step is redone
             pass
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text("".join(kept))
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(kept))
 
 
 def _progress(iterable, **kwargs):

@@ -4,7 +4,7 @@
     model = trained(model_cfg, train_cfg)      # the first call trains (with a progress bar); later calls just load
 
 A model is keyed by everything that decides its weights: the model config, the training config and the corpus
-fingerprint. Its run directory (`model.safetensors`, `optimizer.safetensors`, `metrics.jsonl`, as `minisparse train`
+fingerprint. Its run directory (`model.safetensors`, its optimizer file, `metrics.jsonl`, as `minisparse train`
 writes them) lives in `<cache>/models/<key>/`, the cache being $MINISPARSE_CACHE or ~/.cache/minisparse. A training
 that was interrupted resumes from its last checkpoint. Before training, `trained` also accepts a finished run with the
 same configs and corpus anywhere under the `search` folders (by default $MINISPARSE_RUNS, a list of folders, else
@@ -26,13 +26,12 @@ import json
 import os
 from pathlib import Path
 
-from safetensors import safe_open
-
-from .checkpoint import load
+from .checkpoint import CheckpointError, load, read_configs
 from .config import ModelConfig, TrainConfig
 from .data import Corpus, load_corpus
+from .rundir import METRICS_FILE, MODEL_FILE
 from .tasks import TASK_EXAMPLES_SEED, with_task_examples
-from .train import METRICS_FILE, MODEL_FILE, train
+from .train import train
 
 
 def cache_dir() -> Path:
@@ -57,12 +56,11 @@ def model_key(model_cfg: ModelConfig, train_cfg: TrainConfig, fingerprint: str) 
 def _made_by(path: Path) -> dict | None:
     """The metadata of a checkpoint that says how it was made, or None if the file is not a readable checkpoint."""
     try:
-        with safe_open(str(path), framework="numpy") as f:
-            meta = f.metadata() or {}
-        return {"config": json.loads(meta["config"]), "train_config": json.loads(meta["train_config"] or "null"),
-                "corpus": meta.get("corpus_fingerprint"), "step": int(meta["step"])}
-    except Exception:   # anything unreadable is simply not a match: a half-copied file, another program's file
+        config, train_config, meta = read_configs(path)
+    except CheckpointError:   # not a match: a half-copied file, another program's file
         return None
+    return {"config": config.to_dict(), "train_config": train_config.to_dict() if train_config else None,
+            "corpus": meta.get("corpus_fingerprint"), "step": int(meta["step"])}
 
 
 def find_run(model_cfg: ModelConfig, train_cfg: TrainConfig, fingerprint: str, search=()) -> Path | None:

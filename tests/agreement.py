@@ -13,10 +13,14 @@ from minisparse.numpy import GPT, layers
 from minisparse.params import site_sizes
 
 
-def rel_err(a, b, floor: float = 1e-30) -> float:
-    """Norm-based relative error ||a − b|| / max(||a|| + ||b||, floor), in float64."""
+def rel_err(a, b, scale: float) -> float:
+    """||a − b|| / max(||a|| + ||b||, scale), in float64: relative where a and b are large, and measured against
+    `scale`, the size of the problem, where they are near 0. A quantity that is 0 in exact arithmetic comes out as
+    rounding (1e-16 of its ingredients) in some orders of arithmetic and exactly 0 in others, depending on the CPU's
+    BLAS kernel; against its own size alone, that rounding would be a relative error of 1. `scale` must be > 0."""
+    assert scale > 0, "rel_err needs the problem's scale, > 0, to judge values that are 0 in exact arithmetic"
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b), floor))
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b), scale))
 
 
 def rel_max(a, b, floor: float = 0.0) -> float:

@@ -122,7 +122,7 @@ def test_optimizer_state_round_trips_and_checks_its_step(tmp_path):
     for k in ("m", "v"):
         for n in params:
             np.testing.assert_array_equal(loaded[k][n], state[k][n])
-    with pytest.raises(CheckpointError, match=facts("step 3", "step 4", "delete both")):
+    with pytest.raises(CheckpointError, match=facts("step 3", "step 4", "another checkpoint")):
         load_optimizer(path, CFG, step=4)
 
 

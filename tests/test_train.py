@@ -99,8 +99,9 @@ def test_divergence_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, 
 
 def test_resume_refuses_a_different_config_and_a_fresh_run_refuses_to_overwrite(tmp_path):
     train(CFG, TCFG, tmp_path, corpus=CORPUS, progress=False, until=4)
-    with pytest.raises(ValueError, match=facts(str(tmp_path), "different config", "new output directory")):
-        train(CFG, dataclasses.replace(TCFG, lr=3e-3), tmp_path, corpus=CORPUS, progress=False, resume=True)
+    with pytest.raises(ValueError, match=facts(str(tmp_path), "weight_density: 0.25 -> 0.5", "new output directory")):
+        train(CFG, dataclasses.replace(TCFG, weight_density=0.5), tmp_path, corpus=CORPUS, progress=False,
+              resume=True)
     with pytest.raises(ValueError, match=facts(str(tmp_path), "corpus", "other")):
         train(CFG, TCFG, tmp_path, corpus=SimpleNamespace(**{**vars(CORPUS), "fingerprint": "other"}),
               progress=False, resume=True)
