@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import os
 import sys
 from pathlib import Path
 
@@ -80,10 +82,15 @@ def _explain(args) -> None:
     from .checkpoint import load
     from .circuits import Circuit
     from .circuits.explain import explain, explanations_markdown
+    from .params import weights_digest
     from .tasks import get_task
 
-    circuit = Circuit.from_json(args.circuit)
+    circuit = Circuit.load(args.circuit)
     model = load(args.checkpoint, backend=resolve_backend(args.backend)[0])
+    pruned_on = circuit.settings.get("model_digest")
+    if pruned_on and pruned_on != weights_digest(model.numpy_params()):
+        print(f"warning: {args.circuit} was pruned on another model than {args.checkpoint} (weights digest "
+              f"{pruned_on}); its nodes are explained in this model all the same", file=sys.stderr)
     explanations = explain(model, circuit, get_task(circuit.task), n_contexts=args.contexts)
     print(f"{circuit.task}: {circuit.n_nodes} nodes, {circuit.n_edges} edges; per node: top-activating contexts on "
           "validation text (⟦the byte it fires on⟧), and the task loss lost when it alone is ablated")
@@ -103,6 +110,8 @@ def _tour(args) -> None:
 
 def _run_dir(out: str) -> Path:
     # refused here, naming the flag, rather than as "[Errno 17] File exists" from deep inside
+    if not out:
+        raise ValueError("--out is empty; name a directory for the run's files")
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise ValueError(f"--out {out} is a file; it must be a directory (created if missing) for the run's files")
@@ -114,6 +123,46 @@ def _non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def _number(low: float, strict: bool):
+    """A finite float above `low` (strictly, or at least)."""
+    def parse(text: str) -> float:
+        value = float(text)
+        if not (math.isfinite(value) and (value > low if strict else value >= low)):
+            raise argparse.ArgumentTypeError(f"must be a finite number {'>' if strict else '>='} {low}, got {text}")
+        return value
+    return parse
+
+
+def _utf8(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:      # argv bytes that are not UTF-8 arrive as lone surrogates
+        raise argparse.ArgumentTypeError("is not valid UTF-8 text") from None
+    return text
+
+
+def _output_file(*suffixes: str):
+    """A file path to write later, checked now: its folder exists, it is not a folder, its suffix is one of these."""
+    def parse(text: str) -> str:
+        path = Path(text)
+        if not text or text.endswith(("/", "\\")) or path.is_dir():
+            raise argparse.ArgumentTypeError(f"{text!r} is a folder; name a file in it, e.g. {text.rstrip('/')}/"
+                                             f"out{suffixes[0]}")
+        if path.suffix.lower() not in suffixes:
+            raise argparse.ArgumentTypeError(f"{text!r} should end in {' or '.join(suffixes)}")
+        if not path.parent.is_dir():
+            raise argparse.ArgumentTypeError(f"the folder {str(path.parent)!r} does not exist; create it first")
+        return text
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,15 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint (with none there: say so, start afresh)")
     p.add_argument("--backend", default="auto", choices=BACKENDS)
-    p.add_argument("--prompt", default="def ", help="prompt for the sample printed at the end")
+    p.add_argument("--prompt", default="def ", type=_utf8, help="prompt for the sample printed at the end")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_train)
 
     p = sub.add_parser("sample", help="continue a prompt with a trained model")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--prompt", default="def ")
+    p.add_argument("--prompt", default="def ", type=_utf8)
     p.add_argument("--bytes", type=_non_negative_int, default=300, help="how many bytes to sample")
-    p.add_argument("--temperature", type=float, default=0.6)
+    p.add_argument("--temperature", type=_number(0, strict=False), default=0.6)
     p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument("--backend", default="numpy", choices=BACKENDS)
     p.add_argument("--raw", action="store_true",
@@ -158,11 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prune", help="prune a trained model to the circuit of a task, with controls")
     p.add_argument("--task", required=True, help="a task name from minisparse.tasks, e.g. single_double_quote")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--plot", help="draw the circuit to this image file")
-    p.add_argument("--json", help="save the circuit as JSON here")
-    p.add_argument("--target-loss", type=float, default=0.15)
+    p.add_argument("--plot", type=_output_file(".png", ".svg", ".pdf"), help="draw the circuit to this image file")
+    p.add_argument("--json", type=_output_file(".json"), help="save the circuit as JSON here")
+    p.add_argument("--target-loss", type=_number(0, strict=True), default=0.15)
     p.add_argument("--steps", type=_non_negative_int, default=100, help="optimisation steps on the node masks")
-    p.add_argument("--k-coef", type=float, default=1e-3, help="penalty per kept node")
+    p.add_argument("--k-coef", type=_number(0, strict=False), default=1e-3, help="penalty per kept node")
     p.add_argument("--ablation", default="mean", choices=["mean", "zero"])
     p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument("--no-controls", action="store_true", help="skip the random-model and shuffled-label controls")
@@ -173,13 +222,15 @@ def build_parser() -> argparse.ArgumentParser:
                        "every task, compare circuit sizes at matched loss (resumable)")
     p.add_argument("--out", default="runs/reproduce", help="where models, circuits and the report go")
     p.add_argument("--preset", default="reproduce", choices=sorted(PRESETS))
-    p.add_argument("--densities", type=float, nargs="+", default=[1.0, 1 / 4, 1 / 16, 1 / 64])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+    p.add_argument("--densities", type=_number(0, strict=True), nargs="+", default=[1.0, 1 / 4, 1 / 16, 1 / 64])
+    p.add_argument("--seeds", type=_non_negative_int, nargs="+", default=[0, 1, 2],
                    help="training seeds; seeds after the first train only dense and 1/16")
     p.add_argument("--task", action="append", help="a task to prune (repeatable; default: every registered task)")
-    p.add_argument("--prune-seeds", type=int, default=3, help="pruning seeds per circuit for the stability score")
+    p.add_argument("--prune-seeds", type=_positive_int, default=3,
+                   help="pruning seeds per circuit for the stability score")
     p.add_argument("--reuse", action="store_true", help="use the models already trained in --out; train none")
-    p.add_argument("--jobs", type=int, default=1, help="worker processes, one BLAS thread each (2 on a 2-core CPU)")
+    p.add_argument("--jobs", type=_positive_int, default=1,
+                   help="worker processes, one BLAS thread each (2 on a 2-core CPU)")
     p.add_argument("--backend", default="auto", choices=BACKENDS)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(run=_reproduce)
@@ -187,8 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help="read a circuit node by node: top-activating contexts, single-node ablations")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--circuit", required=True, help="a circuit JSON written by `minisparse prune --json`")
-    p.add_argument("--contexts", type=int, default=5, help="top-activating contexts per node")
-    p.add_argument("--markdown", help="also write the explanation as a Markdown table here")
+    p.add_argument("--contexts", type=_positive_int, default=5, help="top-activating contexts per node")
+    p.add_argument("--markdown", type=_output_file(".md"), help="also write the explanation as a Markdown table here")
     p.add_argument("--backend", default="numpy", choices=BACKENDS)
     p.set_defaults(run=_explain)
 
@@ -213,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as e:
         print(f"\n{e or 'interrupted'}", file=sys.stderr)
         return 130
+    except BrokenPipeError:     # the reader stopped reading (`| head`): stop quietly, as command-line tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (ConfigError, CheckpointError, ValueError, KeyError, OSError, RuntimeError) as e:
         print(f"minisparse {args.command}: error: {_message(e)}", file=sys.stderr)
         return 2

@@ -6,6 +6,7 @@ so one seed gives one model whichever backend runs it.
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import numpy as np
@@ -45,6 +46,15 @@ def param_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     if cfg.bigram:
         shapes["bigram.weight"] = (V, V)
     return shapes
+
+
+def weights_digest(params: dict) -> str:
+    """A short sha256 of a model's weights (as float32, in name order): which model a circuit was pruned on."""
+    h = hashlib.sha256()
+    for name in sorted(params):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(params[name], dtype=np.float32).tobytes())
+    return h.hexdigest()[:16]
 
 
 def _listed(names: list[str], most: int = 5) -> str:

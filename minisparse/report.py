@@ -141,7 +141,7 @@ def write_report(results: dict, out, load_model, task, circuit_file) -> None:
     best = best_sparse_circuit(results)
     if best is not None:
         point, task_name = best
-        circuit = Circuit.from_json(circuit_file(point, task_name))
+        circuit = Circuit.load(circuit_file(point, task_name))
         draw_circuit(circuit, out / "circuit.png", embeddings=False, max_edges=150)
         explanations = explain(load_model(point), circuit, task(task_name))
         title = f"# {task_name} on {point}: {circuit.n_nodes} nodes, {circuit.n_edges} edges\n\n"

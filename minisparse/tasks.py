@@ -202,7 +202,12 @@ def load_task_file(path) -> list[str]:
         raise FileNotFoundError(f"no task file at {path}; it should be a .py file that calls "
                                 "minisparse.tasks.register(Task(...))")
     before = set(_REGISTRY)
-    runpy.run_path(str(path), run_name="minisparse_tasks")
+    try:
+        runpy.run_path(str(path), run_name="minisparse_tasks")
+    except SyntaxError as e:
+        raise ValueError(f"{path}, line {e.lineno}: {e.msg}; fix the task file") from None
+    except Exception as e:      # the user's own code failed: say where, in one line
+        raise ValueError(f"{path} failed while registering its tasks: {type(e).__name__}: {e}") from None
     added = sorted(set(_REGISTRY) - before)
     if not added:
         raise ValueError(f"{path} registered no task; call minisparse.tasks.register(Task(...)) in it")

@@ -266,7 +266,7 @@ def test_circuit_json_round_trip(tmp_path):
     back = Circuit.from_json(c.to_json())
     assert back == c
     c.to_json(tmp_path / "c.json")
-    assert Circuit.from_json(tmp_path / "c.json") == c
+    assert Circuit.load(tmp_path / "c.json") == c
     assert "2 of 0 nodes" in c.summary()
 
 

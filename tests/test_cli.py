@@ -150,7 +150,7 @@ def test_prune_writes_the_circuit_it_prints_and_draws_it(untrained_checkpoint, t
     assert main(["prune", "--task", "single_double_quote", "--checkpoint", str(untrained_checkpoint), "--steps", "2",
                  "--target-loss", "0.7", "--no-controls", "--json", str(json_path), "--plot", str(png)]) == 0
     printed = capsys.readouterr().out
-    circuit = Circuit.from_json(json_path)
+    circuit = Circuit.load(json_path)
     assert circuit.task == "single_double_quote" and circuit.settings["steps"] == 2 and circuit.controls == {}
     assert circuit.reached_target and circuit.task_loss <= 0.7 and circuit.target_loss == 0.7
     assert circuit.summary() in printed
@@ -174,7 +174,7 @@ def test_tour_tells_the_three_sparsities_compares_a_dense_circuit_and_tells_the_
     assert "did NOT pass the scorecard" in printed and "full model does not solve the task" in printed
     for suffix in ("", "-dense"):
         assert (tmp_path / "tour" / f"circuit-single_double_quote{suffix}.json").exists()
-    circuit = Circuit.from_json(tmp_path / "tour" / "circuit-single_double_quote.json")
+    circuit = Circuit.load(tmp_path / "tour" / "circuit-single_double_quote.json")
     assert f"{circuit.n_nodes} of {circuit.n_total_nodes} nodes, {circuit.n_edges} edges" in printed
     assert (tmp_path / "tour" / "circuit-single_double_quote.png").read_bytes()[:4] == b"\x89PNG"
 

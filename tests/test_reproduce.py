@@ -50,7 +50,7 @@ def test_reproduce_end_to_end(finished):
             card = results["circuits"][point][t]
             assert set(card["circuit"]["controls"]) == {"random_model", "shuffled_labels"}
             assert "zero_ablation" in card and len(card["seeds"]) == 1 and 0 <= card["stability"] <= 1
-            saved = Circuit.from_json(out / "circuits" / point / f"{t}.circuit.json")
+            saved = Circuit.load(out / "circuits" / point / f"{t}.circuit.json")
             assert saved.n_edges == card["circuit"]["n_edges"]
     # the sparse model's circuit edges are nonzero weights: never more than the dense model's count of every entry
     # between the same nodes, and the comparison reports exactly the tasks it counts or excludes
@@ -176,7 +176,7 @@ def test_a_user_defined_task_runs_through_reproduce_and_prune(finished, tmp_path
     checkpoint = out / "models" / "1in4-s0" / "model.safetensors"
     assert main(["--tasks-from", str(task_file), "prune", "--task", "is_or_eq", "--checkpoint", str(checkpoint),
                  "--steps", "3", "--no-controls", "--json", str(tmp_path / "c.json")]) == 0
-    assert Circuit.from_json(tmp_path / "c.json").task == "is_or_eq"
+    assert Circuit.load(tmp_path / "c.json").task == "is_or_eq"
     results = rep.Reproduction(tiny_experiment(tasks=("is_or_eq",), task_files=(str(task_file),)), out / "..",
                                progress=False, log=lambda *a: None)
     results.out = tmp_path / "rep"

@@ -72,16 +72,57 @@ class Circuit:
         return text
 
     @classmethod
-    def from_json(cls, text_or_path) -> Circuit:
-        """Read back what `to_json` wrote: a JSON string, or a path to a file holding one."""
-        text = str(text_or_path)
-        if not text.lstrip().startswith("{"):
-            text = Path(text_or_path).read_text()
-        d = json.loads(text)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown Circuit field(s) {unknown}; known fields are {sorted(known)}")
-        d["edges"] = [(s, t, float(w)) for s, t, w in d["edges"]]
-        d["answers"] = tuple(d.get("answers", ("", "")))
-        return cls(**d)
+    def from_json(cls, text: str, source: str = "circuit JSON") -> Circuit:
+        """Read back what `to_json` wrote, refusing (ValueError naming `source` and the field) anything else."""
+        try:
+            d = json.loads(text)
+        except ValueError as e:
+            raise ValueError(f"{source} is not JSON ({e})") from None
+        return cls(**_checked_fields(d, source))
+
+    @classmethod
+    def load(cls, path) -> Circuit:
+        """Read a circuit file written by `to_json` (e.g. by `minisparse prune --json`)."""
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            raise ValueError(f"{path} is not a circuit file (not UTF-8 text)") from None
+        return cls.from_json(text, str(path))
+
+
+def _checked_fields(d, source: str) -> dict:
+    """The fields of a circuit read from JSON, each of the type it must have."""
+    def bad(what: str):
+        return ValueError(f"{source} is not a circuit: {what}")
+
+    if not isinstance(d, dict):
+        raise bad(f"it holds a {type(d).__name__}, not an object of circuit fields")
+    known = {f.name for f in dataclasses.fields(Circuit)}
+    unknown, missing = sorted(set(d) - known), [f.name for f in dataclasses.fields(Circuit)
+                                                          if f.default is f.default_factory is dataclasses.MISSING
+                                                          and f.name not in d]
+    if unknown or missing:
+        raise bad(f"unknown field(s) {unknown[:5]}, missing field(s) {missing}; known fields are {sorted(known)}")
+    if not isinstance(d["task"], str):
+        raise bad(f"'task' must be a task name, got {d['task']!r:.60}")
+    if not (isinstance(d["nodes"], list) and all(isinstance(n, str) for n in d["nodes"])):
+        raise bad("'nodes' must be a list of node names like 'L0.attn_in[3]'")
+    edges = d["edges"]
+    ok = isinstance(edges, list) and all(
+        isinstance(e, list) and len(e) == 3 and isinstance(e[0], str) and isinstance(e[1], str)
+        and isinstance(e[2], (int, float)) and not isinstance(e[2], bool) for e in edges)
+    if not ok:
+        raise bad("'edges' must be a list of [source, destination, weight] triples")
+    answers = d.get("answers", ["", ""])
+    if not (isinstance(answers, list) and len(answers) == 2 and all(isinstance(a, str) for a in answers)):
+        raise bad(f"'answers' must be a pair of strings, got {answers!r:.60}")
+    for name in ("task_loss", "sufficiency", "necessity", "full_loss", "target_loss", "n_total_nodes"):
+        if name in d and (not isinstance(d[name], (int, float)) or isinstance(d[name], bool)):
+            raise bad(f"{name!r} must be a number, got {d[name]!r:.60}")
+    for name in ("controls", "settings"):
+        if not isinstance(d.get(name, {}), dict):
+            raise bad(f"{name!r} must be an object")
+    if not isinstance(d.get("reached_target", True), bool):
+        raise bad("'reached_target' must be true or false")
+    return {**d, "edges": [(s, t, float(w)) for s, t, w in edges], "answers": tuple(answers)}

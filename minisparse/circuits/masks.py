@@ -92,17 +92,21 @@ def node_names(mask: dict[str, np.ndarray]) -> list[str]:
 
 def parse_node(name: str) -> tuple[str, int]:
     """"L0.attn_in[3]" -> ("L0.attn_in", 3)."""
-    key, _, rest = name.partition("[")
-    if not rest.endswith("]"):
+    key, _, rest = name.partition("[") if isinstance(name, str) else ("", "", "")
+    if not (rest.endswith("]") and rest[:-1].isdigit()):
         raise ValueError(f"not a node name: {name!r}; nodes are named like 'L0.attn_in[3]'")
     return key, int(rest[:-1])
 
 
 def mask_from_nodes(nodes, sizes: dict[str, int]) -> dict[str, np.ndarray]:
-    """The {site: [n] 0/1} mask of a list of node names."""
+    """The {site: [n] 0/1} mask of a list of node names, which must all be nodes of a model with these site sizes."""
     mask = {key: np.zeros(n) for key, n in sizes.items()}
     for name in nodes:
         key, i = parse_node(name)
+        if key not in sizes or i >= sizes[key]:
+            last = list(sizes)[-1]
+            raise ValueError(f"node {name!r} is not in this model (its sites run from {list(sizes)[0]} to {last}, "
+                             f"{sizes[last]} channels at the last): was the circuit pruned on another model?")
         mask[key][i] = 1.0
     return mask
 

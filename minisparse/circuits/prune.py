@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from minisparse import data as corpus_data
-from minisparse.params import site_sizes
+from minisparse.params import site_sizes, weights_digest
 
 from .circuit import Circuit
 from .edges import circuit_edges
@@ -239,6 +239,7 @@ def prune(model, task, *, k_coef: float = 1e-3, steps: int = 100, lr: float = 0.
         settings={"k_coef": k_coef, "steps": steps, "lr": lr, "ablation": ablation, "seed": seed,
                   "n_examples": len(data.labels), "n_eval": len(eval_data.labels), "nonzero_only": nonzero_only,
                   "surrogate_temperature": SURROGATE_TEMPERATURE, "backend": model.backend,
+                  "model_digest": weights_digest(model.numpy_params()),
                   "final_opt_loss": history[-1]["task_loss"] if history else math.nan,
                   "final_opt_nodes": history[-1]["n_kept"] if history else n_total,
                   "seconds": round(time.perf_counter() - t0, 2)},
