@@ -1,4 +1,5 @@
-"""Choosing a backend: MLX on Apple silicon (its GPU), NumPy elsewhere — and telling the user why."""
+"""Choosing a backend: MLX where MLX has a GPU (Metal on Apple silicon, CUDA on Linux with minisparse[cuda12] or
+[cuda13]), NumPy elsewhere — and telling the user why."""
 
 from __future__ import annotations
 
@@ -16,6 +17,17 @@ def mlx_available() -> bool:
 
 def on_apple_silicon() -> bool:
     return sys.platform == "darwin" and platform.machine() == "arm64"
+
+
+def mlx_gpu() -> str | None:
+    """The GPU MLX would run on ("Metal" or "CUDA"), or None where MLX is missing or has no GPU here."""
+    if not mlx_available():
+        return None
+    import mlx.core as mx
+
+    if not mx.is_available(mx.gpu):
+        return None
+    return "Metal" if mx.metal.is_available() else "CUDA"
 
 
 def matmul_gflops(backend: str, n: int = 256, seconds: float = 0.05) -> float:
@@ -45,17 +57,20 @@ def resolve_backend(name: str) -> tuple[str, str]:
         raise ValueError(f"unknown backend {name!r}; choose one of {BACKENDS}")
     if name == "numpy":
         return "numpy", "NumPy backend, as asked"
-    if name == "mlx" or (name == "auto" and on_apple_silicon() and mlx_available()):
-        if not mlx_available():
-            raise RuntimeError("the MLX backend needs mlx: on Linux pip install 'minisparse[mlx]'; on Apple silicon "
-                               "it comes with minisparse (pip install mlx)")
+    gpu = mlx_gpu()
+    if name == "auto":
+        if gpu:
+            return "mlx", f"MLX backend on the {gpu} GPU (auto: MLX has a GPU here)"
         if on_apple_silicon():
-            return "mlx", "MLX backend on the Apple GPU" + (" (auto: Apple silicon)" if name == "auto" else "")
-        gap = matmul_gflops("numpy") / matmul_gflops("mlx")
-        return "mlx", (f"MLX backend on the CPU: the Linux mlx[cpu] wheel links a slow reference BLAS, measured here "
-                       f"{gap:.0f}x slower than NumPy at float32 matmul; use --backend numpy (or auto) for speed")
-    if on_apple_silicon():
-        return "numpy", ("NumPy backend (auto): mlx is not installed, though minisparse depends on it on Apple "
-                         "silicon; pip install mlx to use the Apple GPU")
-    return "numpy", ("NumPy backend (auto): not on Apple silicon, and MLX on this platform runs on the CPU with a slow "
-                     "bundled BLAS, so NumPy is faster here")
+            return "numpy", ("NumPy backend (auto): mlx is not installed, though minisparse depends on it on Apple "
+                             "silicon; pip install mlx to use the Apple GPU")
+        return "numpy", ("NumPy backend (auto): MLX has no GPU here (for an NVIDIA GPU on Linux, pip install "
+                         "'minisparse[cuda12]' or '[cuda13]'), and MLX on the CPU is slower than NumPy")
+    if not mlx_available():
+        raise RuntimeError("the MLX backend needs mlx: on Linux pip install 'minisparse[mlx]' (CPU) or "
+                           "'minisparse[cuda12]' (NVIDIA GPU); on Apple silicon it comes with minisparse")
+    if gpu:
+        return "mlx", f"MLX backend on the {gpu} GPU, as asked"
+    gap = matmul_gflops("numpy") / matmul_gflops("mlx")
+    return "mlx", (f"MLX backend on the CPU: the Linux mlx[cpu] wheel links a slow reference BLAS, measured here "
+                   f"{gap:.0f}x slower than NumPy at float32 matmul; use --backend numpy (or auto) for speed")
