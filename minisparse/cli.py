@@ -75,7 +75,7 @@ def _reproduce(args) -> None:
     experiment = Experiment(preset=args.preset, seeds=tuple(args.seeds), tasks=tuple(args.task or ()),
                             task_files=tuple(args.tasks_from), densities=tuple(args.densities),
                             prune_seeds=args.prune_seeds, backend=backend)
-    Reproduction(experiment, args.out, jobs=args.jobs, progress=not args.no_progress).run(reuse=args.reuse)
+    Reproduction(experiment, _run_dir(args.out), jobs=args.jobs, progress=not args.no_progress).run(reuse=args.reuse)
 
 
 def _explain(args) -> None:
@@ -83,6 +83,7 @@ def _explain(args) -> None:
     from .circuits import Circuit
     from .circuits.explain import explain, explanations_markdown
     from .params import weights_digest
+    from .rundir import write_text_atomic
     from .tasks import get_task
 
     circuit = Circuit.load(args.circuit)
@@ -97,7 +98,7 @@ def _explain(args) -> None:
     for e in explanations:
         print(e.summary())
     if args.markdown:
-        Path(args.markdown).write_text(explanations_markdown(explanations, args.contexts) + "\n")
+        write_text_atomic(Path(args.markdown), explanations_markdown(explanations, args.contexts) + "\n")
         print(f"table written to {args.markdown}")
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from .circuits.scorecard import CHANCE, verdict
 from .config import ModelConfig
 from .params import site_sizes
+from .rundir import write_text_atomic
 
 BITS = 1 / math.log(2)     # nats -> bits
 MOST_OF_THE_MODEL = 0.5    # a circuit keeping more than this share of the nodes is flagged: pruning found no small part
@@ -145,6 +146,6 @@ def write_report(results: dict, out, load_model, task, circuit_file) -> None:
         draw_circuit(circuit, out / "circuit.png", embeddings=False, max_edges=150)
         explanations = explain(load_model(point), circuit, task(task_name))
         title = f"# {task_name} on {point}: {circuit.n_nodes} nodes, {circuit.n_edges} edges\n\n"
-        (out / "explain.md").write_text(title + explanations_markdown(explanations) + "\n")
+        write_text_atomic(out / "explain.md", title + explanations_markdown(explanations) + "\n")
         text += f"\nThe smallest real sparse circuit: `{task_name}` on `{point}` (circuit.png, explain.md).\n"
-    (out / "results.md").write_text(text)
+    write_text_atomic(out / "results.md", text)

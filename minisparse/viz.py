@@ -12,15 +12,23 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 
 from minisparse.params import SITES
+from minisparse.rundir import replace_atomically
 
 POSITIVE, NEGATIVE, RESIDUAL = "#1f5fbf", "#c8283c", "#9a9a9a"
 RESIDUAL_SITES = ("attn_in", "attn_out", "mlp_in", "mlp_out")
 _NODE = re.compile(r"^(?:L(\d+)\.(\w+)|(tok|resid|logit))\[(\d+)\]$")
 
+
+
+def save_figure(fig, path) -> None:
+    """Save `fig` to `path` atomically, in the format its suffix names (.png, .svg, .pdf)."""
+    fmt = Path(path).suffix.lstrip(".") or "png"
+    replace_atomically(Path(path), lambda tmp: fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight"))
 
 def _column_order(n_layer: int) -> list[str]:
     return (["tokens", "resid (in)"] + [f"L{l}.{s}" for l in range(n_layer) for s in SITES]
@@ -167,7 +175,7 @@ def draw_circuit(circuit, path=None, ax=None, *, title: str | None = None, max_l
         + (f"all but the {max_edges} of largest |w|" if max_edges is not None else "") + ")")
     ax.set_title(head + "\nblue +, red −; width ∝ |w|; dotted: residual channel" + hidden, fontsize=9, pad=48)
     if path is not None:
-        fig.savefig(path, dpi=150, bbox_inches="tight")
+        save_figure(fig, path)
     return fig
 
 
@@ -195,7 +203,7 @@ def plot_frontier(points: list[dict], tasks: list[str], path=None):
     ax.legend(fontsize=9)
     ax.grid(alpha=0.3, which="both")
     if path is not None:
-        fig.savefig(path, dpi=150, bbox_inches="tight")
+        save_figure(fig, path)
     return fig
 
 
@@ -225,5 +233,5 @@ def plot_edges_per_task(comparisons: list[dict], path=None):
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3, which="both")
     if path is not None:
-        fig.savefig(path, dpi=150, bbox_inches="tight")
+        save_figure(fig, path)
     return fig

@@ -7,6 +7,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from minisparse.rundir import write_text_atomic
+
 
 @dataclass
 class Circuit:
@@ -68,7 +70,7 @@ class Circuit:
         d["edges"] = [[s, t, float(w)] for s, t, w in self.edges]
         text = json.dumps(d, indent=indent)
         if path is not None:
-            Path(path).write_text(text)
+            write_text_atomic(Path(path), text)
         return text
 
     @classmethod
