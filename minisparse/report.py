@@ -11,13 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .circuits.scorecard import CHANCE, verdict
+from .circuits.scorecard import CHANCE, MOST_OF_THE_MODEL, is_whole_model, verdict
 from .config import ModelConfig
 from .params import site_sizes
 from .rundir import write_text_atomic
 
 BITS = 1 / math.log(2)     # nats -> bits
-MOST_OF_THE_MODEL = 0.5    # a circuit keeping more than this share of the nodes is flagged: pruning found no small part
 
 
 def geomean(xs) -> float:
@@ -30,6 +29,12 @@ def density_of(point: str) -> str:
     """"1in16-s0@3000" -> "1/16"; "dense-s2@500" -> "dense"."""
     run = point.split("@")[0].rsplit("-s", 1)[0]
     return "dense" if run == "dense" else "1/" + run[3:]
+
+
+def _loss_cell(loss: float, se: float | None, solved: float) -> str:
+    if se is None:
+        return f"{loss:.2f}"
+    return f"{'~' if abs(loss - solved) < 2 * se else ''}{loss:.2f} ± {se:.2f}"
 
 
 def frontier(results: dict) -> tuple[list[str], list[dict]]:
@@ -63,19 +68,22 @@ def results_markdown(results: dict) -> str:
         lines += ["**Headline:** no task is solved by both a sparse model of the headline density and its matched "
                   "dense checkpoint with a circuit that passes the scorecard; see the tables below for why.", ""]
     lines += ["## Models and the tasks they solve", "",
-              f"Full-model task loss on held-out prompts (nats; solved when ≤ {solved}; chance is {CHANCE:.3f}).", "",
+              f"Full-model task loss on held-out prompts (nats; solved when ≤ {solved}; chance is {CHANCE:.3f}), "
+              "± its standard error over the prompts; ~ marks a loss within two standard errors of the line, solved "
+              "or not by the luck of the prompts.", "",
               "| point | val bits/byte | solved | " + " | ".join(tasks) + " |", "|---|---|---|" + "---|" * len(tasks)]
     for point in cards:
-        losses = ev[point]["task_loss"]
+        losses, se = ev[point]["task_loss"], ev[point].get("task_loss_se", {})
         lines.append(f"| {point} | {ev[point]['val_loss'] * BITS:.3f} | {sum(losses[t] <= solved for t in tasks)} | "
-                     + " | ".join(f"{losses[t]:.2f}" for t in tasks) + " |")
+                     + " | ".join(_loss_cell(losses[t], se.get(t), solved) for t in tasks) + " |")
     lines += ["", "## Every circuit and its scorecard", "",
               "Each model is pruned on the tasks it solves. Mean ablation, pruning seed 0. suff./nec.: held-out task "
               "loss of the circuit alone / of the model with only the circuit ablated. Controls: held-out loss of the "
               "circuit pruned from a random model of the same sparsity / for shuffled labels. Zero abl.: edges / "
               "held-out loss with zero instead of mean ablation. Jaccard: mean node overlap between pruning seeds. "
               f"(✗): pruning target not reached. A circuit that keeps more than {MOST_OF_THE_MODEL:.0%} of the model's "
-              "nodes is flagged: the scorecard checks faithfulness, not size.", "",
+              "nodes is flagged \"the model, not a circuit\" and never counts in a comparison: the scorecard checks "
+              "faithfulness, not size.", "",
               "| point | task | nodes | edges | suff. | nec. | random ctl | shuffled ctl | zero abl. | Jaccard "
               "| verdict |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -87,8 +95,8 @@ def results_markdown(results: dict) -> str:
                    for n in ("random_model", "shuffled_labels")]
             zero = card.get("zero_ablation")
             real, why = verdict(card["full_loss"], c, solved)
-            share = c["n_nodes"] / n_nodes
-            flag = f" (keeps {share:.0%} of the nodes: the model, not a circuit)" if share > MOST_OF_THE_MODEL else ""
+            flag = (f" (keeps {c['n_nodes'] / n_nodes:.0%} of the nodes: the model, not a circuit)"
+                    if is_whole_model(c["n_nodes"], n_nodes) else "")
             lines.append(f"| {point} | {t} | {c['n_nodes']} | {c['n_edges']}{'' if c['reached_target'] else ' (✗)'} "
                          f"| {c['sufficiency']:.2f} | {c['necessity']:.2f} | {ctl[0]} | {ctl[1]} | "
                          + (f"{zero['n_edges']} / {zero['sufficiency']:.2f}" if zero else "—") + " | "

@@ -33,12 +33,13 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import load, read_checkpoint
-from .circuits import Circuit, TaskData, prune, run_controls, task_loss
+from .circuits import Circuit, TaskData, prune, run_controls, task_losses
 from .circuits.prune import N_EVAL, ablation_means
-from .circuits.scorecard import SOLVED, node_jaccard, verdict
+from .circuits.scorecard import SOLVED, is_whole_model, node_jaccard, verdict
 from .config import PRESETS, preset
 from .data import eval_batches, load_corpus
 from .numpy.layers import cross_entropy_forward
+from .params import site_sizes
 from .report import geomean, write_report
 from .rundir import METRICS_FILE, MODEL_FILE, kept_checkpoint_file, kept_checkpoints, locked, write_json_atomic
 from .tasks import get_task, list_tasks, load_task_file
@@ -151,9 +152,11 @@ def evaluate_job(experiment: Experiment, checkpoint: str, path: str) -> dict:
     logits = (np.asarray(model.forward(x)) for x, _ in batches)
     val = float(np.mean([cross_entropy_forward(z.reshape(y.size, -1), y.reshape(-1))[0]
                          for z, (_, y) in zip(logits, batches)]))
-    tasks = {name: task_loss(model, TaskData.from_task(get_task(name), N_EVAL, cfg.n_ctx, "test", 0))
-             for name in experiment.task_names}
-    result = {"val_loss": val, "task_loss": tasks}
+    losses = {name: task_losses(model, TaskData.from_task(get_task(name), N_EVAL, cfg.n_ctx, "test", 0))
+              for name in experiment.task_names}
+    # the standard error over the prompts says whether a loss near the SOLVED line is on it by luck
+    result = {"val_loss": val, "task_loss": {t: float(x.mean()) for t, x in losses.items()},
+              "task_loss_se": {t: float(x.std(ddof=1) / np.sqrt(x.size)) for t, x in losses.items()}}
     write_json_atomic(Path(path), result)
     return result
 
@@ -414,9 +417,11 @@ def _logged_steps(run_dir: Path) -> int:
 # Summaries
 
 
-def compare(evals: dict, cards: dict, dense_point: str, sparse_point: str, task_names, solved: float) -> dict:
-    """Circuit edges, dense / sparse, over the tasks both models solve where the sparse circuit is real and the dense
-    one reached its target: {dense, sparse, tasks, ratio (their geometric mean), per_task, excluded {task: why}}."""
+def compare(evals: dict, cards: dict, dense_point: str, sparse_point: str, task_names, solved: float,
+            n_total_nodes: int) -> dict:
+    """Circuit edges, dense / sparse, over the tasks both models solve where the sparse circuit is real, the dense one
+    reached its target, and neither keeps most of its model (`is_whole_model`: the model, not a circuit):
+    {dense, sparse, tasks, ratio (their geometric mean), per_task, excluded {task: why}}."""
     per_task, excluded = {}, {}
     for t in task_names:
         dense_loss, sparse_loss = evals[dense_point]["task_loss"][t], evals[sparse_point]["task_loss"][t]
@@ -432,6 +437,11 @@ def compare(evals: dict, cards: dict, dense_point: str, sparse_point: str, task_
             excluded[t] = f"sparse circuit: {why}"
         elif not d["circuit"]["reached_target"]:
             excluded[t] = "dense circuit did not reach the target"
+        elif is_whole_model(s["circuit"]["n_nodes"], n_total_nodes) or is_whole_model(d["circuit"]["n_nodes"],
+                                                                                        n_total_nodes):
+            side, c = ("sparse", s) if is_whole_model(s["circuit"]["n_nodes"], n_total_nodes) else ("dense", d)
+            excluded[t] = (f"{side} circuit keeps {c['circuit']['n_nodes']} of {n_total_nodes} nodes: the model, "
+                           "not a circuit")
         else:
             dense, sparse = d["circuit"]["n_edges"], s["circuit"]["n_edges"]
             per_task[t] = {"dense_edges": dense, "sparse_edges": sparse, "ratio": dense / max(1, sparse)}
@@ -444,6 +454,7 @@ def summarise(experiment: Experiment, evals: dict, matched: dict, cards: dict, f
     """results.json: every evaluation and scorecard; per sparse run its comparison with the matched dense checkpoint
     and with the final dense model; the headline (the headline density at matched loss, over seeds)."""
     comparisons = []
+    n_total_nodes = sum(site_sizes(preset(experiment.preset)[0]).values())
     for run in experiment.runs():
         if run.density == 1:
             continue
@@ -451,7 +462,8 @@ def summarise(experiment: Experiment, evals: dict, matched: dict, cards: dict, f
         entry = {"run": run.name, "density": run.density, "seed": run.seed, "val_loss": evals[sparse]["val_loss"]}
         for kind, dense in (("matched", matched.get(run.name)), ("final", finals.get(f"dense-s{run.seed}"))):
             if dense is not None:
-                entry[kind] = compare(evals, cards, dense, sparse, experiment.task_names, experiment.solved)
+                entry[kind] = compare(evals, cards, dense, sparse, experiment.task_names, experiment.solved,
+                                      n_total_nodes)
                 entry[kind]["dense_val_loss"] = evals[dense]["val_loss"]
         comparisons.append(entry)
     head = [c["matched"] for c in comparisons if c["density"] == experiment.headline_density and "matched" in c

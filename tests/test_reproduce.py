@@ -16,7 +16,7 @@ import pytest
 
 from minisparse import report, tasks
 from minisparse import reproduce as rep
-from minisparse.circuits import Circuit
+from minisparse.circuits import Circuit, TaskData, task_loss, task_losses
 from minisparse.circuits.explain import explain, show_context, top_contexts
 from minisparse.circuits.scorecard import node_jaccard, verdict
 from minisparse.cli import main
@@ -65,7 +65,8 @@ def test_reproduce_end_to_end(finished):
         assert f"| {point} |" in text
     # every kept checkpoint was evaluated, each with every task
     assert {p.split("@")[1] for p in results["evaluations"]} == {"20", "40", "60"}
-    assert all(set(e["task_loss"]) == set(TASKS) for e in results["evaluations"].values())
+    assert all(set(e["task_loss"]) == set(e["task_loss_se"]) == set(TASKS) for e in results["evaluations"].values())
+    assert all(0 < se < 1 for e in results["evaluations"].values() for se in e["task_loss_se"].values())
 
 
 def test_the_report_flags_a_circuit_that_keeps_most_of_the_model(finished):
@@ -110,21 +111,49 @@ def test_the_prune_plan_gives_each_circuit_the_scorecard_it_needs(tmp_path):
     assert plan["dense-s0@60", "single_double_quote"] == "full"
 
 
-def test_a_comparison_counts_only_tasks_both_models_solve_with_a_real_sparse_circuit():
+def test_a_comparison_counts_only_tasks_both_models_solve_with_a_real_sparse_circuit_smaller_than_its_model():
     real = {"full_loss": 0.1, "circuit": {"reached_target": True, "sufficiency": 0.1, "necessity": 1.0, "n_edges": 50,
-                                          "controls": {"random_model": {"sufficiency": 0.7},
-                                                       "shuffled_labels": {"sufficiency": 0.7}}}}
-    dense = {"full_loss": 0.1, "circuit": {"reached_target": True, "n_edges": 800}}
+                                          "n_nodes": 20, "controls": {"random_model": {"sufficiency": 0.7},
+                                                                      "shuffled_labels": {"sufficiency": 0.7}}}}
+    dense = {"full_loss": 0.1, "circuit": {"reached_target": True, "n_edges": 800, "n_nodes": 50}}
     fake = {**real, "circuit": {**real["circuit"], "sufficiency": 0.6}}       # does not generalise
-    loss = {"a": 0.1, "b": 0.1, "c": 0.1, "d": 0.1}
+    whole = {**dense, "circuit": {**dense["circuit"], "n_nodes": 51}}         # more than half of 100 nodes
+    loss = {t: 0.1 for t in "abcdef"}
     evals = {"D": {"task_loss": {**loss, "b": 0.5}}, "S": {"task_loss": {**loss, "c": 0.5}}}
-    cards = {"D": {"a": dense, "c": dense, "d": {**dense, "circuit": {**dense["circuit"], "n_edges": 200}}},
-             "S": {"a": real, "b": real, "d": fake}}
-    got = rep.compare(evals, cards, "D", "S", ["a", "b", "c", "d"], solved=0.3)
+    cards = {"D": {"a": dense, "c": dense, "d": {**dense, "circuit": {**dense["circuit"], "n_edges": 200}},
+                   "e": whole, "f": dense},
+             "S": {"a": real, "b": real, "d": fake, "e": real, "f": {**real, "circuit": {**real["circuit"],
+                                                                                           "n_nodes": 51}}}}
+    got = rep.compare(evals, cards, "D", "S", list("abcdef"), solved=0.3, n_total_nodes=100)
     assert got["tasks"] == ["a"] and got["ratio"] == pytest.approx(16.0)
     assert got["excluded"]["b"].startswith("dense model does not solve it (0.50)")
     assert got["excluded"]["c"].startswith("sparse model does not solve it (0.50)")
     assert "sufficiency 0.60" in got["excluded"]["d"]
+    assert got["excluded"]["e"] == "dense circuit keeps 51 of 100 nodes: the model, not a circuit"
+    assert got["excluded"]["f"] == "sparse circuit keeps 51 of 100 nodes: the model, not a circuit"
+    # exactly half is still a circuit
+    half = {**dense, "circuit": {**dense["circuit"], "n_nodes": 50}}
+    assert rep.compare(evals, {**cards, "D": {**cards["D"], "e": half}}, "D", "S", ["e"], 0.3, 100)["tasks"] == ["e"]
+
+
+def test_a_task_loss_within_two_standard_errors_of_the_line_is_marked_borderline():
+    assert report._loss_cell(0.31, 0.04, 0.3) == "~0.31 ± 0.04"
+    assert report._loss_cell(0.20, 0.04, 0.3) == "0.20 ± 0.04"
+    assert report._loss_cell(0.22, None, 0.3) == "0.22"     # an evaluation cached before the standard errors
+
+
+def test_task_losses_are_the_per_prompt_terms_of_the_task_loss():
+    cfg = ModelConfig(vocab_size=256, n_ctx=32, d_model=16, n_layer=1, n_head=2, d_head=8, d_mlp=32)
+    model = GPT(cfg, seed=1)
+    data = TaskData.from_task(tasks.get_task("single_double_quote"), 16, cfg.n_ctx, "test", 0)
+    per_prompt = task_losses(model, data)
+    assert per_prompt.shape == (16,) and (per_prompt > 0).all()
+    assert task_loss(model, data) == pytest.approx(per_prompt.mean(), rel=1e-12)
+    last = model.forward(data.idx)[:, -1].astype(np.float64)
+    a0, a1 = data.answer_ids
+    right, wrong = np.where(data.labels == 0, a0, a1), np.where(data.labels == 0, a1, a0)
+    margin = last[np.arange(16), right] - last[np.arange(16), wrong]
+    assert per_prompt == pytest.approx(np.log1p(np.exp(-margin)), rel=1e-9)      # -log σ(right − wrong)
 
 
 def test_a_killed_reproduce_resumes_without_redoing_finished_work(tmp_path, monkeypatch):

@@ -19,10 +19,10 @@ from .circuit import Circuit
 from .controls import prune_with_controls, run_controls
 from .edges import circuit_edges
 from .masks import mean_ablation, zero_ablation
-from .prune import TaskData, bisect_min_k, prune, task_loss
+from .prune import TaskData, bisect_min_k, prune, task_loss, task_losses
 
 __all__ = ["Circuit", "TaskData", "bisect_min_k", "circuit_edges", "mean_ablation", "prune", "prune_report",
-           "prune_with_controls", "run_controls", "task_loss", "zero_ablation"]
+           "prune_with_controls", "run_controls", "task_loss", "task_losses", "zero_ablation"]
 
 
 def prune_report(checkpoint, task, *, backend: str = "numpy", json_path=None, controls: bool = True,

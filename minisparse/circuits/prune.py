@@ -80,10 +80,18 @@ def binary_task_loss(last_logits: np.ndarray, labels: np.ndarray, answer_ids) ->
     return loss, dz
 
 
+def task_losses(model, data: TaskData, gates: dict | None = None) -> np.ndarray:
+    """[B] the task loss of each prompt of `data`, for `model` (NumPy or MLX) with the given gates {site: (g, μ)}
+    (None: the full model): softplus of the signed logit difference of the two answers."""
+    last = np.asarray(model.forward(data.idx, gates))[:, -1, :]
+    a0, a1 = (int(a) for a in data.answer_ids)
+    sign = 1.0 - 2.0 * np.asarray(data.labels, dtype=np.float64)
+    return np.logaddexp(0.0, sign * (last[:, a1].astype(np.float64) - last[:, a0]))
+
+
 def task_loss(model, data: TaskData, gates: dict | None = None) -> float:
     """Task loss of `model` (NumPy or MLX) on `data` with the given gates {site: (g, μ)} (None: the full model)."""
-    last = np.asarray(model.forward(data.idx, gates))[:, -1, :]
-    return binary_task_loss(last, data.labels, data.answer_ids)[0]
+    return float(task_losses(model, data, gates).mean())
 
 
 def task_loss_and_gate_grads(model, data: TaskData, gates: dict) -> tuple[float, dict[str, np.ndarray]]:

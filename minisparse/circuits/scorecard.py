@@ -23,6 +23,13 @@ import numpy as np
 
 SOLVED = 0.3              # held-out task loss (nats) that counts as doing the task; chance is log 2
 CHANCE = math.log(2)
+MOST_OF_THE_MODEL = 0.5   # a circuit keeping more than this share of its model's nodes is the model, not a circuit
+
+
+def is_whole_model(n_nodes: int, n_total_nodes: int) -> bool:
+    """Whether a circuit keeps most of its model: then pruning found no small part that does the task, and the
+    circuit does not count in a comparison of circuit sizes (its edge count is the model's, not a circuit's)."""
+    return n_nodes > MOST_OF_THE_MODEL * n_total_nodes
 
 
 def node_jaccard(node_sets: list[set]) -> float:
