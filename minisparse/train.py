@@ -143,7 +143,7 @@ def _train_locked(model_cfg, train_cfg, out, backend, resume, until, corpus, pro
         if meta.get("corpus_fingerprint") != corpus.fingerprint:
             raise ValueError(f"cannot resume {out}: the training corpus changed since it was written (fingerprint "
                              f"{meta.get('corpus_fingerprint')} vs {corpus.fingerprint}: a different Python version?)")
-        start = int(meta["step"])
+        start = int(meta.get("step", 0))
         opt_path = optimizer_path(out, start)
         opt_state = load_optimizer(opt_path, model_cfg, step=start)
         remove_optimizer_files_except(opt_path)      # a kill after the model file left the older one

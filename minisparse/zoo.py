@@ -60,7 +60,7 @@ def _made_by(path: Path) -> dict | None:
     except CheckpointError:   # not a match: a half-copied file, another program's file
         return None
     return {"config": config.to_dict(), "train_config": train_config.to_dict() if train_config else None,
-            "corpus": meta.get("corpus_fingerprint"), "step": int(meta["step"])}
+            "corpus": meta.get("corpus_fingerprint"), "step": int(meta.get("step", 0))}
 
 
 def find_run(model_cfg: ModelConfig, train_cfg: TrainConfig, fingerprint: str, search=()) -> Path | None:
