@@ -170,3 +170,12 @@ def test_damaged_lines_in_the_metrics_log_do_not_block_resume(tmp_path):
     train(CFG, TCFG, tmp_path, resume=True, corpus=CORPUS, progress=False)
     steps = [json.loads(line)["step"] for line in (tmp_path / METRICS_FILE).read_text().splitlines()]
     assert steps == list(range(1, TCFG.steps + 1))
+
+
+def test_a_second_reproduce_into_the_same_folder_is_refused_before_it_starts(tmp_path):
+    from minisparse.reproduce import Experiment, Reproduction
+
+    with locked(tmp_path):
+        with pytest.raises(RunLocked, match="in use by process"):
+            Reproduction(Experiment(preset="tiny", seeds=(0,), densities=(1.0,)), tmp_path, progress=False).run()
+    assert not (tmp_path / "models").exists()
