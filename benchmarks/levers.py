@@ -25,9 +25,10 @@ from pathlib import Path
 from minisparse.checkpoint import read_checkpoint
 from minisparse.config import ModelConfig, preset
 from minisparse.params import param_shapes
-from minisparse.reproduce import Experiment, closest_loss, evaluate_job, kept_checkpoints
+from minisparse.reproduce import Experiment, closest_loss, evaluate_job
+from minisparse.rundir import MODEL_FILE, kept_checkpoints
 from minisparse.sparsity import k_at, min_axis
-from minisparse.train import MODEL_FILE, train
+from minisparse.train import train
 
 BASE_MODEL, BASE_TRAIN = preset("reproduce")
 HEADLINE = 1 / 16

@@ -51,11 +51,11 @@ def small_config(**kw) -> ModelConfig:
 def mlx_grads(model, idx, targets, gates=None):
     """(loss, parameter grads, gate grads) by MLX autograd; gate grads are dL/dg for each gated site."""
     x, y = mx.array(idx), mx.array(targets)
-    loss, grads = nn.value_and_grad(model, lambda m: m.loss(x, y, gates))(model)
+    loss, grads = nn.value_and_grad(model, lambda m: m.loss_unchecked(x, y, gates))(model)
     gate_grads = {}
     if gates:
         g_only = {k: g for k, (g, _) in gates.items()}
-        gate_grads = mx.grad(lambda gs: model.loss(x, y, {k: (gs[k], gates[k][1]) for k in gs}))(g_only)
+        gate_grads = mx.grad(lambda gs: model.loss_unchecked(x, y, {k: (gs[k], gates[k][1]) for k in gs}))(g_only)
     return loss.item(), dict(tree_flatten(grads)), gate_grads
 
 
@@ -293,3 +293,19 @@ def test_models_optimizer_state_and_checkpoints_refuse_a_missing_parameter_alike
         read_checkpoint(path)
     said.append(str(e.value))
     assert all("missing ['lm_head.weight'], unexpected []" in s for s in said), said
+
+
+def test_both_models_loss_is_one_contract_a_checked_float():
+    cfg = small_config()
+    ours, theirs = GPT(cfg, seed=3), NumpyGPT(cfg, seed=3)
+    idx = np.random.default_rng(0).integers(0, cfg.vocab_size, (2, 5))
+    targets = np.roll(idx, -1, axis=1)
+    a, b = ours.loss(idx, targets), theirs.loss(idx, targets)
+    assert type(a) is float and type(b) is float and abs(a - b) <= 1e-5 * abs(b)
+    for bad_targets, says in ((targets[:, :4], "targets have shape"), (targets + cfg.vocab_size, "outside [0")):
+        said = []
+        for model in (ours, theirs):
+            with pytest.raises(ValueError, match=facts(says)) as e:
+                model.loss(idx, bad_targets)
+            said.append(str(e.value).replace("(2, 4)", "").replace("(2, 5)", ""))
+        assert said[0] == said[1]

@@ -14,8 +14,8 @@ import time
 import numpy as np
 import pytest
 
-from minisparse import report, tasks
 from minisparse import reproduce as rep
+from minisparse import tasks
 from minisparse.circuits import Circuit, TaskData, task_loss, task_losses
 from minisparse.circuits.explain import explain, show_context, top_contexts
 from minisparse.circuits.scorecard import node_jaccard, verdict
@@ -23,6 +23,8 @@ from minisparse.cli import main
 from minisparse.config import ModelConfig, preset
 from minisparse.numpy import GPT
 from minisparse.params import init_params, site_sizes
+from minisparse.reproduce import experiment as stages
+from minisparse.reproduce import pool, report
 
 TASKS = ("single_double_quote", "while_return_true")
 
@@ -167,7 +169,7 @@ def test_a_killed_reproduce_resumes_without_redoing_finished_work(tmp_path, monk
         calls["prune"] += 1
         return real_prune(*args)
 
-    monkeypatch.setattr(rep, "prune_job", dying_prune)
+    monkeypatch.setattr(stages, "prune_job", dying_prune)
     with pytest.raises(KeyboardInterrupt):
         rep.Reproduction(experiment, tmp_path, progress=False, log=lambda *a: None).run()
     assert not (tmp_path / "results.json").exists()
@@ -181,8 +183,8 @@ def test_a_killed_reproduce_resumes_without_redoing_finished_work(tmp_path, monk
         return wrapper
 
     calls["prune"] = 0
-    monkeypatch.setattr(rep, "prune_job", counting("prune", real_prune))
-    monkeypatch.setattr(rep, "train_job", counting("train", real_train))
+    monkeypatch.setattr(stages, "prune_job", counting("prune", real_prune))
+    monkeypatch.setattr(stages, "train_job", counting("train", real_train))
     results = rep.Reproduction(experiment, tmp_path, progress=False, log=lambda *a: None).run()
     n_jobs = sum(len(by_task) for by_task in results["circuits"].values())
     assert calls == {"train": 0, "prune": n_jobs - 2}
@@ -193,8 +195,8 @@ def test_a_killed_reproduce_resumes_without_redoing_finished_work(tmp_path, monk
 
 
 def test_a_user_defined_task_runs_through_reproduce_and_prune(finished, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(tasks, "_REGISTRY", dict(tasks._REGISTRY))
-    monkeypatch.setattr(tasks, "_LOADED_FILES", {})
+    monkeypatch.setattr(tasks.task, "_REGISTRY", dict(tasks.task._REGISTRY))
+    monkeypatch.setattr(tasks.task, "_LOADED_FILES", {})
     task_file = tmp_path / "mytasks.py"
     task_file.write_text(
         "from minisparse.tasks import Task, fill, register\n"
@@ -206,12 +208,10 @@ def test_a_user_defined_task_runs_through_reproduce_and_prune(finished, tmp_path
     assert main(["--tasks-from", str(task_file), "prune", "--task", "is_or_eq", "--checkpoint", str(checkpoint),
                  "--steps", "3", "--no-controls", "--json", str(tmp_path / "c.json")]) == 0
     assert Circuit.load(tmp_path / "c.json").task == "is_or_eq"
-    results = rep.Reproduction(tiny_experiment(tasks=("is_or_eq",), task_files=(str(task_file),)), out / "..",
-                               progress=False, log=lambda *a: None)
-    results.out = tmp_path / "rep"
     (tmp_path / "rep").mkdir()
     (tmp_path / "rep" / "models").symlink_to(out / "models")       # the trained models, reused
-    got = results.run(reuse=True)
+    got = rep.Reproduction(tiny_experiment(tasks=("is_or_eq",), task_files=(str(task_file),)), tmp_path / "rep",
+                           progress=False, log=lambda *a: None).run(reuse=True)
     assert set(got["circuits"]["1in4-s0@60"]) == {"is_or_eq"}
 
 
@@ -287,9 +287,9 @@ def test_every_worker_runs_one_blas_thread_and_the_environment_is_restored(monke
     import multiprocessing
 
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
-    with multiprocessing.Manager() as manager, rep._worker_pool(2) as pool:
+    with multiprocessing.Manager() as manager, pool.worker_pool(2) as workers:
         barrier = manager.Barrier(2)
-        seen = [f.result() for f in [pool.submit(_worker_threads, barrier) for _ in range(2)]]
+        seen = [f.result() for f in [workers.submit(_worker_threads, barrier) for _ in range(2)]]
     assert len({pid for pid, _ in seen}) == 2 and all(threads == "1" for _, threads in seen)
     assert "OPENBLAS_NUM_THREADS" not in os.environ
 
@@ -299,9 +299,9 @@ def test_workers_end_when_reproduce_is_killed(tmp_path):
     script = tmp_path / "parent.py"
     script.write_text(
         "import os, time\n"
-        "from minisparse.reproduce import _worker_pool\n"
+        "from minisparse.reproduce.pool import worker_pool\n"
         "if __name__ == '__main__':\n"
-        "    with _worker_pool(1) as pool:\n"
+        "    with worker_pool(1) as pool:\n"
         "        print(pool.submit(os.getpid).result(), flush=True)\n"
         "        pool.submit(time.sleep, 60)\n"
         "        time.sleep(60)\n")

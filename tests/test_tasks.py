@@ -190,7 +190,7 @@ def test_user_defined_task_works_like_a_builtin(monkeypatch):
     idx, labels = task.batch(10, 32, "test", seed=1)
     assert idx.shape[0] == 10 and labels.tolist() == [ex.answer for ex in examples]
 
-    monkeypatch.setattr(tasks, "_REGISTRY", dict(tasks._REGISTRY))   # keep the global registry clean
+    monkeypatch.setattr(tasks.task, "_REGISTRY", dict(tasks.task._REGISTRY))   # keep the global registry clean
     tasks.register(task)
     assert get_task("is_or_eq") is task and "is_or_eq" in list_tasks()
     with pytest.raises(ValueError, match="already registered"):

@@ -234,8 +234,18 @@ class GPT(nn.Module):
             return x
         return site
 
-    def loss(self, idx: mx.array, targets: mx.array, gates: dict | None = None) -> mx.array:
-        """Mean next-token cross-entropy (no input checks: for use inside transformed functions)."""
+    def loss(self, idx, targets) -> float:
+        """Mean next-token cross-entropy of `targets` [B, T] given `idx` [B, T], checked as the NumPy model checks
+        them (the two models' `loss` share this contract)."""
+        idx, targets = self.check_tokens(idx), self.check_tokens(targets, what="targets")
+        if targets.shape != idx.shape:
+            raise ValueError(f"targets have shape {tuple(targets.shape)} but idx has shape {tuple(idx.shape)}; "
+                             "they must match (targets[b, t] is the token that follows idx[b, t])")
+        return self.loss_unchecked(idx, targets).item()
+
+    def loss_unchecked(self, idx: mx.array, targets: mx.array, gates: dict | None = None) -> mx.array:
+        """Mean next-token cross-entropy as an mx.array, without input checks: for use inside transformed and
+        compiled functions."""
         logits = self.forward_unchecked(idx, gates)
         return nn.losses.cross_entropy(logits, targets, reduction="mean")
 

@@ -30,10 +30,10 @@ class MLXTrainer:
         if state is not None:
             self.load_opt_state(state)
         self.group = group if group is not None and group.size() > 1 else None
-        self._loss_and_grad = nn.value_and_grad(model, lambda mdl, x, y: mdl.loss(x, y))
+        self._loss_and_grad = nn.value_and_grad(model, lambda mdl, x, y: mdl.loss_unchecked(x, y))
         compiled_state = [model.state, self.optimizer.state]
         self._step = mx.compile(self._train_step, inputs=compiled_state, outputs=compiled_state)
-        self._eval = mx.compile(lambda x, y: model.loss(x, y), inputs=[model.state])
+        self._eval = mx.compile(lambda x, y: model.loss_unchecked(x, y), inputs=[model.state])
 
     def _train_step(self, x, y, inputs):
         loss, grads = self._loss_and_grad(self.model, x, y)

@@ -1,28 +1,23 @@
 """The report of `minisparse reproduce`: results.md, the figures, and the best sparse circuit read node by node.
 
-Everything here reads the results dictionary (`minisparse.reproduce.summarise`, saved as results.json), so a report
-can be rewritten from a finished experiment without recomputing anything but the best circuit's explanation.
+Everything here reads the results dictionary (`summary.summarise`, saved as results.json), so a report can be rewritten
+from a finished experiment without recomputing anything but the best circuit's explanation.
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
-import numpy as np
-
-from .circuits.scorecard import CHANCE, MOST_OF_THE_MODEL, is_whole_model, verdict
-from .config import ModelConfig
-from .params import site_sizes
-from .rundir import write_text_atomic
+from ..checkpoint import load
+from ..circuits.scorecard import CHANCE, MOST_OF_THE_MODEL, is_whole_model, verdict
+from ..config import ModelConfig
+from ..params import site_sizes
+from ..rundir import write_text_atomic
+from ..tasks import get_task
+from .layout import Layout
+from .summary import geomean
 
 BITS = 1 / math.log(2)     # nats -> bits
-
-
-def geomean(xs) -> float:
-    """Geometric mean (of edge counts and ratios; a count of 0 counts as 1); NaN for no values."""
-    xs = np.asarray(list(xs), dtype=float)
-    return float(np.exp(np.mean(np.log(np.maximum(xs, 1e-12))))) if xs.size else math.nan
 
 
 def density_of(point: str) -> str:
@@ -132,14 +127,13 @@ def best_sparse_circuit(results: dict) -> tuple[str, str] | None:
     return None if best is None else best[1:]
 
 
-def write_report(results: dict, out, load_model, task, circuit_file) -> None:
-    """results.md, frontier.png, per_task.png, and circuit.png + explain.md for the best sparse circuit.
-    load_model(point) -> model; task(name) -> Task; circuit_file(point, task) -> the circuit's JSON file."""
-    from .circuits import Circuit
-    from .circuits.explain import explain, explanations_markdown
-    from .viz import draw_circuit, plot_edges_per_task, plot_frontier
+def write_report(results: dict, layout: Layout, backend: str = "numpy") -> None:
+    """results.md, frontier.png, per_task.png, and circuit.png + explain.md for the best sparse circuit."""
+    from ..circuits import Circuit
+    from ..circuits.explain import explain, explanations_markdown
+    from ..viz import draw_circuit, plot_edges_per_task, plot_frontier
 
-    out = Path(out)
+    out = layout.out
     text = results_markdown(results)
     tasks, points = frontier(results)
     if points:
@@ -150,9 +144,9 @@ def write_report(results: dict, out, load_model, task, circuit_file) -> None:
     best = best_sparse_circuit(results)
     if best is not None:
         point, task_name = best
-        circuit = Circuit.load(circuit_file(point, task_name))
+        circuit = Circuit.load(layout.circuit_file(point, task_name))
         draw_circuit(circuit, out / "circuit.png", embeddings=False, max_edges=150)
-        explanations = explain(load_model(point), circuit, task(task_name))
+        explanations = explain(load(layout.checkpoint(point), backend=backend), circuit, get_task(task_name))
         title = f"# {task_name} on {point}: {circuit.n_nodes} nodes, {circuit.n_edges} edges\n\n"
         write_text_atomic(out / "explain.md", title + explanations_markdown(explanations) + "\n")
         text += f"\nThe smallest real sparse circuit: `{task_name}` on `{point}` (circuit.png, explain.md).\n"
