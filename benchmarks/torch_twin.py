@@ -1,7 +1,7 @@
 """An independent PyTorch implementation of minisparse's GPT and optimizer step, for `bench_step.py --against torch`.
 
 Not part of the package (the package never imports torch): `pip install -e ".[bench]"` installs it. Written from the
-model's equations (DESIGN.md §1 and §3), not translated from the NumPy code: autograd gives the backward,
+model's equations (docs/design.md, DESIGN §1 and §3), not translated from the NumPy code: autograd gives the backward,
 `torch.compile` may fuse it. CPU, float32. From minisparse it takes only the initial weights and the schedule's numbers
 (learning rate, densities, k per matrix). Its loss at the shared initial weights is checked against the NumPy model's
 before anything is timed, so both time the same computation.

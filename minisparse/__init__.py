@@ -2,7 +2,8 @@
 
 One compact GPT written twice — `minisparse.numpy` (hand-written backprop) and `minisparse.mlx` (MLX autograd) — with
 magnitude-masked weights (`minisparse.sparsity`), activation sparsity (AbsTopK), training on the Python standard
-library, and circuit pruning (`minisparse.circuits`). See DESIGN.md for the contract both backends follow.
+library, and circuit pruning (`minisparse.circuits`). docs/design.md (DESIGN) is the contract both
+backends follow.
 """
 
 from .checkpoint import CheckpointError, load, save

@@ -201,9 +201,8 @@ def _check_density(what: str, d) -> None:
     _require(_is_number(d) and 0 < d <= 1, f"{what} must be in (0, 1] (1 = dense), got {d!r}")
 
 
-# Named presets: a model shape and a training recipe that go together.
-# `tiny` is for tests and CI (seconds); `small` trains on a 2-core laptop CPU in about ten minutes. Its learned
-# positions and LR 2e-2 won a 600-step sweep at density 1/16 (the README's table and the command for each cell).
+# Named presets: a model shape and a training recipe that go together. `tiny` is for tests and CI (seconds); `small`
+# trains on a laptop CPU in minutes, with the positions and LR that won a sweep at density 1/16 (docs/results.md).
 PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
     "tiny": (
         ModelConfig(vocab_size=256, n_ctx=32, d_model=32, n_layer=2, n_head=2, d_head=16, d_mlp=64),
@@ -215,12 +214,10 @@ PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
         TrainConfig(steps=2500, batch_size=16, lr=2e-2, eval_every=500, eval_batches=16, checkpoint_every=250),
     ),
 }
-# `reproduce`: the recipe of `minisparse reproduce` — the `small` shape with a 64-byte context (every task prompt fits),
-# 2,048 tokens a step, and 4,000 examples of each built-in task (train templates only, 12.5% of the text) mixed into
-# the standard library, so that models trained in ~15 minutes on a laptop CPU do the tasks. Held-out task prompts come
-# from other templates. Measured at seed 0: with 1,000 examples per task (3.5%) the dense model solved 4 of the 14
-# tasks and the 1/16 model 3; with 4,000, 9 and 4, at the same validation loss. The geometric anneal removed the jump
-# in the 1/16 model's loss where the linear one ends (2.343 -> 2.317 bits/byte at the end; README, DESIGN §3).
+# `reproduce`: the recipe of `minisparse reproduce` — the `small` shape with a 64-byte context (every task prompt fits)
+# and examples of each built-in task (train templates only) mixed into the standard library, so that models trained in
+# minutes on a laptop CPU do the tasks; held-out task prompts come from other templates. The geometric anneal avoids
+# the loss jump where the linear one ends (DESIGN §3; the measurements behind these choices are in docs/results.md).
 PRESETS["reproduce"] = (
     ModelConfig(vocab_size=256, n_ctx=64, d_model=128, n_layer=4, n_head=8, d_head=16, d_mlp=512, pos_emb="learned"),
     TrainConfig(steps=3000, batch_size=32, lr=2e-2, eval_every=250, eval_batches=16, checkpoint_every=250,

@@ -4,15 +4,11 @@ Each function computes what its namesake in layers.py computes, from the same fo
 returns the same arrays; only the order of work and where it is stored differ. tests/test_numpy_fast.py holds them
 equal to float rounding, and the gradient tests check the whole model, which runs these, against finite differences.
 
-What the restructuring buys, per training step on the reference config (batch 16 × 128 tokens, 4 layers), measured
-with `OPENBLAS_NUM_THREADS=1 python benchmarks/profile_step.py --clock cpu --plain` on one core (README, "Where a
-step's time goes"):
-- attention: 29–36% less time than the plain form (41–49 ms a step, 11–15% of a dense step). The plain form writes
-  the [B, H, T, T] scores (8 MB) and four temporaries as large to memory and reads them back; here a block of
-  sequences is done at a time, in place, so its scores (0.5 MB: one sequence at the reference shape) stay in the L2
-  cache through all of the softmax's passes.
-- GELU: 26–29% less time than the plain form (~14 ms a step, ~4%): in place, the nine [N, M] temporaries of the
-  named terms never exist.
+Why they are faster (what each buys is measured by `benchmarks/profile_step.py --plain`, docs/speed.md):
+- attention: the plain form writes the [B, H, T, T] scores and four temporaries as large to memory and reads them
+  back; here a block of sequences is done at a time, in place, so its scores stay in the L2 cache through all of the
+  softmax's passes.
+- GELU: in place, the [N, M] temporaries of the named terms never exist.
 """
 
 from __future__ import annotations

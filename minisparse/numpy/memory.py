@@ -1,11 +1,10 @@
 """Memory reuse for the NumPy backend: keep freed arrays in the process instead of handing them back to the kernel.
 
-A training step on the reference config allocates ~100 MB of activations and temporaries and frees them again. Left
-to its defaults, glibc's malloc serves each large array with a fresh `mmap` and unmaps it when freed, so every step
-touches ~25,000 new pages, each a page fault the kernel must zero (measured: `benchmarks/profile_step.py`, "minor page
-faults per step"). Told to serve arrays of up to 32 MB from its heap and to keep freed memory there, malloc hands the
-same pages back step after step: 0 faults per steady-state step, 15–25% less time per step, and the same peak memory
-(a step's high-water mark is the same; it is just not returned between steps).
+A training step allocates its activations and temporaries and frees them again. Left to its defaults, glibc's malloc
+serves each large array with a fresh `mmap` and unmaps it when freed, so every step touches thousands of new pages,
+each a page fault the kernel must zero. Told to serve arrays of up to 32 MB from its heap and to keep freed memory
+there, malloc hands the same pages back step after step, with the same peak memory (`benchmarks/profile_step.py`
+counts the faults; docs/speed.md has what it saves).
 
 The setting is process-wide and only exists in glibc (Linux); elsewhere `reuse_freed_memory` does nothing. It is
 applied once, when the first NumPy GPT is built: the model that allocates this way is the one that asks.

@@ -2,7 +2,7 @@
 model's own channels, dense and weight-sparse: the lesson models of `minisparse.zoo` (trained once, then cached),
 measured on their training corpus (`zoo.lesson_corpus`).
 
-    python -m minisparse.sae                       # the numbers of lesson 9 and the README, a markdown table
+    python -m minisparse.sae                       # the numbers of lesson 9 and docs/results.md, a markdown table
     python -m minisparse.sae --lambdas 0,0.3,1,3 --seeds 0 --steps 2000
 """
 

@@ -182,7 +182,7 @@ def jacobian_forward(p: np.ndarray, q: np.ndarray, slope: np.ndarray, idx_in: np
     # [S_in, M], [M, S_out], [N, M], [N, k_in] int, [N, k_in] bool, [N, k_out] int, [N, k_out] bool
     #   -> ([N, k_in, k_out] J, cache)
     # J[n, a, b] = ∂ s_out[n, idx_out[n, b]] / ∂ s_in[n, idx_in[n, a]]; rows/columns of inactive latents are 0.
-    # In-place products with one broadcast operand: `a * b[:, None, :]` into a new array ran ~20x slower here.
+    # In-place products with one broadcast operand: `a * b[:, None, :]` into a new array is far slower.
     left = np.take(p, idx_in, axis=0)                               # [N, k_in, M]  P[active_in] · diag(φ′)
     left *= slope[:, None, :]
     left *= act_in[..., None]
