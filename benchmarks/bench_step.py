@@ -175,7 +175,7 @@ def prune_seconds(checkpoint: str, task: str = "single_double_quote") -> tuple[f
     """Wall seconds of one prune of `task` on `checkpoint` (NumPy), without and with both controls."""
     from minisparse.checkpoint import load
     from minisparse.circuits import prune, prune_with_controls
-    from minisparse.circuits.prune import _MEANS
+    from minisparse.circuits.masks import _MEANS
     from minisparse.tasks import get_task
 
     model, task = load(checkpoint, backend="numpy"), get_task(task)

@@ -1,4 +1,4 @@
-"""The `minisparse` command line: train, sample, prune, tour."""
+"""The `minisparse` command line: train, sample, prune, explain, tour, reproduce."""
 
 from __future__ import annotations
 

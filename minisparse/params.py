@@ -49,11 +49,13 @@ def param_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
 
 
 def weights_digest(params: dict) -> str:
-    """A short sha256 of a model's weights (as float32, in name order): which model a circuit was pruned on."""
+    """A short sha256 of a model's weights, in name order, each in its own dtype: which model a circuit was pruned on,
+    which model ablation means were computed for."""
     h = hashlib.sha256()
     for name in sorted(params):
-        h.update(name.encode())
-        h.update(np.ascontiguousarray(params[name], dtype=np.float32).tobytes())
+        w = np.ascontiguousarray(params[name])
+        h.update(f"{name}:{w.dtype}".encode())
+        h.update(w.tobytes())
     return h.hexdigest()[:16]
 
 

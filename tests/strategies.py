@@ -68,6 +68,13 @@ def budgets(w: np.ndarray):
 
 min_per_row = st.integers(0, MAX_SIDE + 1)
 
+
+@st.composite
+def problems(draw, matrix=matrices()):  # noqa: B008 (a hypothesis strategy, not a mutable default)
+    """A top-k problem: a matrix, a budget k and a minimum per row."""
+    w = draw(matrix)
+    return w, draw(budgets(w)), draw(min_per_row)
+
 densities = st.one_of(st.just(1.0), st.floats(1e-4, 1.0, exclude_min=False), st.sampled_from([1e-3, 0.5, 1 / 16]))
 
 bad_values = st.sampled_from([np.nan, np.inf, -np.inf])

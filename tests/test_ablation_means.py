@@ -1,4 +1,4 @@
-"""Mean ablation is computed once per model and reused (circuits/prune.py `ablation_means`), never served stale."""
+"""Mean ablation is computed once per model and reused (circuits/masks.py `ablation_means`), never served stale."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from minisparse.circuits.masks import mean_ablation
 from minisparse.config import ModelConfig
 from minisparse.numpy import GPT
 
-prune_module = importlib.import_module("minisparse.circuits.prune")   # the module, not the function it exports
+prune_module = importlib.import_module("minisparse.circuits.masks")   # the module, not what the package exports
 CFG = ModelConfig(vocab_size=256, n_ctx=16, d_model=16, n_layer=1, n_head=2, d_head=8, d_mlp=32)
 
 

@@ -22,9 +22,9 @@ from strategies import (
     distinct_matrices,
     examples,
     matrices,
-    min_per_row,
     model_configs,
     nonempty_shapes_2d,
+    problems,
     tiny_params,
     train_configs,
 )
@@ -55,12 +55,6 @@ def mlx_project(w: np.ndarray, k: int, j: int) -> np.ndarray:
     """The MLX projection of a matrix whose neurons are its rows, asked for the same k and j as `topk_mask`."""
     jj = min(j, w.shape[1])
     return np.array(project_matrix(mx.array(w), mx.array(min(k, w.size) - w.shape[0] * jj), jj))
-
-
-@st.composite
-def problems(draw, matrix):
-    w = draw(matrix)
-    return w, draw(st.integers(0, w.size)), draw(min_per_row)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

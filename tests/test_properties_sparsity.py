@@ -39,7 +39,6 @@ from minisparse.sparsity import (
 from strategies import (
     MAX_SIDE,
     bad_values,
-    budgets,
     densities,
     distinct_matrices,
     examples,
@@ -47,6 +46,7 @@ from strategies import (
     min_per_row,
     model_configs,
     nonempty_shapes_2d,
+    problems,
 )
 
 
@@ -59,13 +59,6 @@ def expected_count(w, k, j):
 def kept_magnitudes(w, mask):
     """The multiset of kept |w|, as a sorted array."""
     return np.sort(np.abs(w[mask]).astype(np.float64))
-
-
-@st.composite
-def problems(draw, matrix=matrices()):  # noqa: B008 (a hypothesis strategy, not a mutable default)
-    """A top-k problem: a matrix, a budget k and a minimum per row."""
-    w = draw(matrix)
-    return w, draw(budgets(w)), draw(min_per_row)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

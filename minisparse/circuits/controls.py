@@ -23,7 +23,8 @@ from minisparse.params import init_params
 from minisparse.sparsity import is_sparsified, topk_mask
 
 from .circuit import Circuit
-from .prune import N_EVAL, N_EXAMPLES, TaskData, ablation_means, prune
+from .masks import ablation_means
+from .prune import N_EVAL, N_EXAMPLES, TaskData, prune
 
 CONTROLS = ("random_model", "shuffled_labels")
 

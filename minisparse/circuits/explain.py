@@ -21,8 +21,8 @@ import numpy as np
 from minisparse.data import get_batch, load_corpus
 
 from .circuit import Circuit
-from .masks import gates_from_mask, mask_from_nodes, parse_node
-from .prune import TaskData, ablation_means, task_loss
+from .masks import ablation_means, gates_from_mask, mask_from_nodes, parse_node
+from .prune import TaskData, task_loss
 
 CONTEXT_BYTES = 24     # bytes of text shown before (and including) the byte a node fires on
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from minisparse.data import get_batch, load_corpus
-from minisparse.params import site_sizes
+from minisparse.params import site_sizes, weights_digest
 
 TAU_INIT_MEAN, TAU_INIT_STD = 0.1, 0.01   # the paper's init: every node starts just on the "kept" side of the step
 TAU_CLAMP = 1.0                           # τ stays in [−1, 1], so no node drifts so far that the surrogate forgets it
@@ -138,3 +138,25 @@ def mean_ablation(model, data: np.ndarray | None = None, *, n_batches: int = 4, 
 def zero_ablation(model) -> dict[str, np.ndarray]:
     """{site: [n]} zeros: zero ablation, the option the paper compares against (a pruned node outputs 0)."""
     return {key: np.zeros(n) for key, n in site_sizes(model.config).items()}
+
+
+_MEANS: dict[tuple, dict[str, np.ndarray]] = {}   # (weights digest, dtype, seed) -> means, the most recent few
+
+
+def ablation_means(model, ablation: str, seed: int = 0) -> dict[str, np.ndarray]:
+    """{site: [n]} what an ablated node outputs: its mean over pretraining text ("mean"), or 0 ("zero").
+
+    Mean ablation runs the model over 64 windows of the corpus. Its result depends only on the weights and `seed`, so
+    it is kept (for the last few models, by a digest of their weights) and reused: `reproduce` prunes every task,
+    with several seeds and controls, on each model, and computes its means once.
+    """
+    if ablation == "zero":
+        return zero_ablation(model)
+    if ablation != "mean":
+        raise ValueError(f"ablation must be 'mean' or 'zero', got {ablation!r}")
+    key = (weights_digest(model.numpy_params()), str(model.dtype), seed)
+    if key not in _MEANS:
+        while len(_MEANS) >= 8:
+            del _MEANS[next(iter(_MEANS))]       # the oldest
+        _MEANS[key] = mean_ablation(model, seed=seed)
+    return {site: mu.copy() for site, mu in _MEANS[key].items()}

@@ -18,7 +18,6 @@ surface they share (`loss_and_gate_grads`).
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from collections.abc import Callable
@@ -33,15 +32,14 @@ from .circuit import Circuit
 from .edges import circuit_edges
 from .masks import (
     SURROGATE_TEMPERATURE,
+    ablation_means,
     gates_from_mask,
     heaviside,
     init_tau,
     keep_top,
-    mean_ablation,
     node_names,
     surrogate_grad,
     tau_grads,
-    zero_ablation,
 )
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -135,32 +133,6 @@ def bisect_min_k(loss_of_k: Callable[[int], float], lo: int, hi: int, target: fl
 # Defaults sized so that pruning one task of the `small` preset takes under two minutes on a 2-core CPU (NumPy):
 # each Adam step is one forward and one backward pass over N_EXAMPLES prompts.
 N_EXAMPLES, N_EVAL = 32, 64
-
-_MEANS: dict[tuple, dict[str, np.ndarray]] = {}   # (weights digest, seed) -> means, the most recent few
-
-
-def ablation_means(model, ablation: str, seed: int = 0) -> dict[str, np.ndarray]:
-    """{site: [n]} what an ablated node outputs: its mean over pretraining text ("mean"), or 0 ("zero").
-
-    Mean ablation runs the model over 64 windows of the corpus. Its result depends only on the weights and `seed`, so
-    it is kept (for the last few models, by a digest of their weights) and reused: `reproduce` prunes every task,
-    with several seeds and controls, on each model, and computes its means once.
-    """
-    if ablation == "zero":
-        return zero_ablation(model)
-    if ablation != "mean":
-        raise ValueError(f"ablation must be 'mean' or 'zero', got {ablation!r}")
-    digest = hashlib.blake2b(digest_size=16)
-    for name, w in model.numpy_params().items():
-        digest.update(name.encode())
-        digest.update(np.ascontiguousarray(w).data)
-    key = (digest.hexdigest(), str(model.dtype), seed)
-    if key not in _MEANS:
-        while len(_MEANS) >= 8:
-            del _MEANS[next(iter(_MEANS))]       # the oldest
-        _MEANS[key] = mean_ablation(model, seed=seed)
-    return {site: mu.copy() for site, mu in _MEANS[key].items()}
-
 
 def optimise_tau(model, data: TaskData, means: dict[str, np.ndarray], *, k_coef: float, steps: int, lr: float,
                  seed: int = 0, temperature: float = SURROGATE_TEMPERATURE, betas=(0.9, 0.999), eps: float = 1e-8,

@@ -9,7 +9,8 @@ import numpy as np
 
 from ..checkpoint import load
 from ..circuits import TaskData, prune, run_controls, task_losses
-from ..circuits.prune import N_EVAL, ablation_means
+from ..circuits.masks import ablation_means
+from ..circuits.prune import N_EVAL
 from ..circuits.scorecard import node_jaccard
 from ..config import preset
 from ..data import eval_batches, load_corpus
