@@ -6,9 +6,9 @@ sufficiency and necessity, both controls), compares the two circuits' edges, rea
 and draws both. It ends by saying what was shown, or, if the circuit fails a check, which one and why.
 
 Models, in order of preference: the ones given (--checkpoint, --dense-checkpoint); the 1/16 and dense models (seed 0)
-`minisparse reproduce` finished training, found by `zoo.reproduce_run` (runs/reproduce, or $MINISPARSE_RUNS); the
-lessons' models from the cache (`minisparse.zoo`), trained now (about a minute or two each on a laptop CPU) if this is
-the first time.
+`minisparse reproduce` finished training, found by `lessons.models.reproduce_run` (runs/reproduce, or
+$MINISPARSE_RUNS); the lessons' models from the cache (`minisparse.lessons.models`), trained now (a minute or two each
+on a laptop CPU) if this is the first time.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def tour_checkpoints(checkpoint=None, dense_checkpoint=None, *, fast: bool = Fal
     """(sparse checkpoint, dense checkpoint or None, a phrase saying where they came from)."""
     if checkpoint is not None:
         return Path(checkpoint), dense_checkpoint and Path(dense_checkpoint), str(checkpoint)
-    from .zoo import lesson_run, reproduce_run
+    from .lessons.models import lesson_run, reproduce_run
 
     found = [reproduce_run(name) for name in ("sparse", "dense")]      # finished runs only, 1/16 and dense, seed 0
     if all(found):
@@ -104,7 +104,7 @@ def tour(out_dir="runs/tour", *, checkpoint=None, dense_checkpoint=None, task: s
     circuit.controls = run_controls(sparse, task_obj, circuit, means=means)
     circuit.to_json(out / f"circuit-{task}.json", indent=1)
     print(circuit.summary())
-    real, why = verdict(circuit.full_loss, circuit.__dict__)
+    real, why = verdict(circuit.full_loss, circuit.record())
     dense_circuit = None
     if dense is not None:
         dense_circuit = prune(dense, task_obj)

@@ -194,7 +194,7 @@ def test_the_tour_uses_reproduce_models_only_once_both_finished_training(tmp_pat
     save(GPT(model_cfg, seed=0), models / "dense-s0" / "model.safetensors", step=train_cfg.steps - 20,
          train_config=train_cfg)
     asked = []
-    monkeypatch.setattr("minisparse.zoo.lesson_run",
+    monkeypatch.setattr("minisparse.lessons.models.lesson_run",
                         lambda name, fast, reproduce: asked.append(reproduce) or tmp_path / "zoo" / name)
     sparse, dense, source = tour.tour_checkpoints(fast=True)
     assert (sparse, dense) == (tmp_path / "zoo" / "sparse" / "model.safetensors",

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from minisparse import exercises as ex
+from minisparse.lessons import exercises as ex
 from minisparse.sparsity import min_axis
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -117,6 +117,34 @@ def sparse_matmul(x, rows, cols, values, n_out):
     return y
 
 
+def toy_loss_and_grads(w, b, x, importance, *, write_term=True):
+    h = x @ w.T                                                 # W writes h = x Wᵀ ...
+    z = h @ w + b                                               # ... and reads it back
+    err = np.maximum(z, 0.0) - x
+    dz = 2.0 / x.shape[0] * importance * err * (z > 0)
+    dw = h.T @ dz + ((dz @ w.T).T @ x if write_term else 0.0)
+    return float(np.mean(np.sum(importance * err ** 2, axis=1))), dw, dz.sum(axis=0)
+
+
+def sae_forward(x, p, k, *, by_abs=False):
+    pre = (x - p["b_dec"]) @ p["W_enc"].T + p["b_enc"]
+    s = np.zeros_like(pre)
+    for n in range(len(pre)):
+        top = np.argsort(-(np.abs(pre[n]) if by_abs else pre[n]))[:k]
+        s[n, top] = np.maximum(pre[n, top], 0.0)
+    return s @ p["W_dec"].T + p["b_dec"], s
+
+
+def jsae_jacobian(p, q, slope, idx_in, act_in, idx_out, act_out, *, only_active=True):
+    jac = np.zeros((len(slope), idx_in.shape[1], idx_out.shape[1]))
+    for n in range(len(slope)):
+        for a in range(idx_in.shape[1]):
+            for b in range(idx_out.shape[1]):
+                if (act_in[n, a] and act_out[n, b]) or not only_active:
+                    jac[n, a, b] = np.sum(p[idx_in[n, a]] * slope[n] * q[:, idx_out[n, b]])
+    return jac
+
+
 RIGHT = {
     "check_abstopk": abstopk,
     "check_abstopk_backward": abstopk_backward,
@@ -129,6 +157,9 @@ RIGHT = {
     "check_node_ablation": node_ablation,
     "check_prune_to_density": prune_to_density,
     "check_sparse_matmul": sparse_matmul,
+    "check_toy_grads": toy_loss_and_grads,
+    "check_sae_forward": sae_forward,
+    "check_jsae_jacobian": jsae_jacobian,
 }
 
 
@@ -343,6 +374,11 @@ def _no_baseline(model, data, mask, means, node):
     return loss_of(model, data, gates_from_mask(without, means))
 
 
+def _summed_toy_loss(w, b, x, importance):
+    loss, dw, db = toy_loss_and_grads(w, b, x, importance)
+    return loss * len(x), dw, db
+
+
 WRONG = {
     "check_abstopk": [
         ("ranks by x, not |x|", lambda x, k: np.where(x >= np.sort(x, axis=-1)[..., -k, None], x, 0.0), "expected"),
@@ -423,6 +459,18 @@ WRONG = {
         ("ignores the values", _forgets_values, "expected"),
         ("returns (W xᵀ), the transpose", _transposed_result, "shape"),
     ],
+    "check_toy_grads": [
+        ("the read term of dW only", lambda *a: toy_loss_and_grads(*a, write_term=False), "read term"),
+        ("sums the loss over the batch", _summed_toy_loss, "mean over the batch"),
+    ],
+    "check_sae_forward": [
+        ("selects by |pre|", lambda x, p, k: sae_forward(x, p, k, by_abs=True), "by value"),
+        ("returns (s, x̂)", lambda x, p, k: sae_forward(x, p, k)[::-1], "shape"),
+    ],
+    "check_jsae_jacobian": [
+        ("transposed", lambda *a: jsae_jacobian(*a).transpose(0, 2, 1), "transposed"),
+        ("ignores which latents are active", lambda *a: jsae_jacobian(*a, only_active=False), "inactive"),
+    ],
 }
 
 
@@ -441,6 +489,33 @@ def test_a_stub_gets_a_reminder_not_a_traceback():
 
     with pytest.raises(ex.ExerciseError, match="not written yet"):
         ex.check_abstopk(stub)
+
+
+def test_every_check_raises_the_one_exercise_error():
+    from minisparse.lessons import (
+        check,
+        exercises_circuits,
+        exercises_gradients,
+        exercises_sparsity,
+        exercises_superposition,
+    )
+
+    assert ex.ExerciseError is check.ExerciseError and ex.compare is check.compare
+    subjects = (exercises_circuits, exercises_gradients, exercises_sparsity, exercises_superposition)
+    assert all(module.ExerciseError is check.ExerciseError for module in subjects)
+    assert {name for name in ex.__all__ if name.startswith("check_")} == {
+        name for module in subjects for name in module.__all__}
+    # two subjects, one mistake each: both raise the one class, so one `except ExerciseError` catches either
+    for name, (_, wrong, _) in (("check_abstopk", WRONG["check_abstopk"][0]),
+                                ("check_toy_grads", WRONG["check_toy_grads"][0])):
+        with pytest.raises(check.ExerciseError) as info:
+            getattr(ex, name)(wrong)
+        assert type(info.value) is check.ExerciseError, name
+    # a function that forgot its `return`, given to every check: an ExerciseError, never a crash inside the check
+    for name in sorted(name for name in ex.__all__ if name.startswith("check_")):
+        with pytest.raises(check.ExerciseError) as info:
+            getattr(ex, name)(lambda *args: None)
+        assert type(info.value) is check.ExerciseError, name
 
 
 def test_compare_names_the_first_wrong_entry():

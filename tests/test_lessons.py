@@ -68,13 +68,13 @@ def test_lesson_runs_top_to_bottom(path, monkeypatch, model_cache):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_every_exercise_is_checked_and_can_be_blanked(path, tmp_path):
-    from minisparse.exercises import blank_notebook
+    from minisparse.lessons.exercises import blank_notebook
 
     nb = nbformat.read(path, as_version=4)
     sources = [cell.source for cell in nb.cells if cell.cell_type == "code"]
     exercises = [src for src in sources if "# BEGIN SOLUTION" in src]
     assert exercises, f"{path.name} has no exercise (a code cell with a '# BEGIN SOLUTION' block)"
-    assert any("check_" in src for src in sources), f"{path.name} never calls a check from minisparse.exercises"
+    assert any("check_" in src for src in sources), f"{path.name} never calls a check from minisparse.lessons.exercises"
     assert blank_notebook(path, tmp_path / path.name) == len(exercises)
     blank = nbformat.read(tmp_path / path.name, as_version=4)
     assert not any("SOLUTION" in cell.source for cell in blank.cells if cell.cell_type == "code")

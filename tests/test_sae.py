@@ -249,7 +249,7 @@ def test_jacobian_sparsity_refuses_when_nothing_is_active():
 
 
 def test_toy_gradients_match_finite_differences():
-    from minisparse.sae import toy
+    from minisparse.lessons import toy
     rng = np.random.default_rng(9)
     w, b = rng.standard_normal((3, 7)), rng.normal(-0.2, 0.3, size=7)
     x, importance = toy.sample_features(rng, 11, 7, 0.5), 0.9 ** np.arange(7)
@@ -262,7 +262,7 @@ def test_toy_gradients_match_finite_differences():
 
 
 def test_toy_one_direction_per_feature_and_sampling():
-    from minisparse.sae import toy
+    from minisparse.lessons import toy
     rng = np.random.default_rng(10)
     w = rng.standard_normal((5, 20))
     projected = toy.one_direction_per_feature(w)

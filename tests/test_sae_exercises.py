@@ -4,8 +4,9 @@ the entry and giving the hint for that mistake."""
 import numpy as np
 import pytest
 
-from minisparse.sae import jacobian_forward, sae_forward, toy
-from minisparse.sae.exercises import ExerciseError, check_jsae_jacobian, check_sae_forward, check_toy_grads
+from minisparse.lessons import toy
+from minisparse.lessons.exercises import ExerciseError, check_jsae_jacobian, check_sae_forward, check_toy_grads
+from minisparse.sae import jacobian_forward, sae_forward
 
 
 def test_checks_accept_the_reference(capsys):

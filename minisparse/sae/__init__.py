@@ -2,8 +2,8 @@
 
 `minisparse.sae.numpy` is the reference (hand-written backward, checked against finite differences);
 `minisparse.sae.mlx` computes the same loss with MLX autograd; `minisparse.sae.train` trains a pair on a model's MLP
-and measures it; `minisparse.sae.toy` is the toy model of superposition (lesson 5). The NumPy names are re-exported
-here.
+and measures it. The NumPy names are re-exported here. (The toy model of superposition of lesson 5 is not an SAE: it is
+`minisparse.lessons.toy`.)
 """
 
 from . import numpy as _numpy

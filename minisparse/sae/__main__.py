@@ -1,6 +1,6 @@
 """Measure Jacobian sparsity: TopK SAE pairs and Jacobian SAEs on a dense model's MLP, against the MLP read in the
-model's own channels, dense and weight-sparse: the lesson models of `minisparse.zoo` (trained once, then cached),
-measured on their training corpus (`zoo.lesson_corpus`).
+model's own channels, dense and weight-sparse: the lesson models of `minisparse.lessons.models` (trained once, then
+cached), measured on their training corpus (`lesson_corpus`).
 
     python -m minisparse.sae                       # the numbers of lesson 9 and docs/results.md, a markdown table
     python -m minisparse.sae --lambdas 0,0.3,1,3 --seeds 0 --steps 2000
@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from minisparse.zoo import lesson_corpus, lesson_model
+from minisparse.lessons.models import lesson_corpus, lesson_model
 
 from .train import LESSON_SETTINGS, channel_row, mlp_data, summary_table, sweep
 

@@ -1,6 +1,5 @@
-"""Checks for the exercises of lessons 5 (superposition) and 9 (Jacobian SAEs): you write a piece, a check runs it
-beside minisparse's own on random inputs and stops at the first difference, naming the case, the entry, the expected
-and the actual value, and a hint.
+"""Checks for the exercises of lessons 5 (superposition) and 9 (Jacobian SAEs): features packed into fewer dimensions
+than there are features, and the sparse autoencoders that pull them back apart.
 
     check_toy_grads(fn)         fn(w, b, x, importance) -> (loss, dW, db) of the toy model of superposition
     check_sae_forward(fn)       fn(x, params, k) -> (x̂, s) of a TopK SAE
@@ -11,56 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from minisparse.sae.numpy import active_latents, init_sae, jacobian_forward, sae_forward
+
 from . import toy
-from .numpy import active_latents, init_sae, jacobian_forward, sae_forward
+from .check import ExerciseError, _call, _pair, _passed, compare
 
-__all__ = ["ExerciseError", "check_jsae_jacobian", "check_sae_forward", "check_toy_grads", "compare"]
-
-
-class ExerciseError(AssertionError):
-    """Your function gave a wrong answer; the message says on which input, where, and what was expected."""
-
-
-def compare(what: str, got, expected, *, atol: float = 0.0, rtol: float = 0.0, hint: str = "") -> None:
-    """Raise ExerciseError at the first entry where `got` differs from `expected` by more than atol + rtol·|expected|,
-    naming the entry, both values and how many entries differ."""
-    expected = np.asarray(expected)
-    try:
-        got = np.asarray(got, dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        shape = expected.shape
-        raise ExerciseError(f"{what}: expected an array of shape {shape}, got {type(got).__name__} ({e})") from e
-    if got.shape != expected.shape:
-        raise ExerciseError(f"{what}: shape {got.shape}, expected {expected.shape}" + _hint(hint))
-    with np.errstate(invalid="ignore"):
-        wrong = ~(np.abs(got - expected) <= atol + rtol * np.abs(expected))     # NaN counts as wrong
-    if wrong.any():
-        first = tuple(int(i) for i in np.argwhere(wrong)[0])
-        where = f"entry {list(first)}" if first else "the value"
-        count = f" ({int(wrong.sum())} of {wrong.size} entries differ)" if first else ""
-        raise ExerciseError(f"{what}: {where} is {got[first]:.10g}, expected {float(expected[first]):.10g}{count}"
-                            + _hint(hint))
-
-
-def _hint(hint: str) -> str:
-    return f"\n  hint: {hint}" if hint else ""
-
-
-def _call(name: str, fn, *args):
-    try:
-        return fn(*args)
-    except NotImplementedError:
-        raise ExerciseError(f"{name} is not written yet: replace `raise NotImplementedError` with your code") from None
-
-
-def _pair(name: str, got, n: int):
-    if not (isinstance(got, tuple) and len(got) == n):
-        raise ExerciseError(f"{name} must return a tuple of {n}, got {type(got).__name__}")
-    return got
-
-
-def _passed(name: str, n_cases: int) -> None:
-    print(f"✓ {name}: matches minisparse on all {n_cases} cases")
+__all__ = ["check_toy_grads", "check_sae_forward", "check_jsae_jacobian"]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
