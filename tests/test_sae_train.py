@@ -1,4 +1,5 @@
-"""Training and measuring a Jacobian SAE pair (minisparse.sae.train, python -m minisparse.sae) on tiny models."""
+"""Training and measuring a Jacobian SAE pair (minisparse.sae.train; python -m minisparse.lessons.sae_table) on tiny
+models."""
 
 import numpy as np
 import pytest
@@ -88,7 +89,7 @@ def test_sweep_and_summary_table(data):
 
 
 def test_command_line_prints_the_table(monkeypatch, capsys):
-    import minisparse.sae.__main__ as cli
+    import minisparse.lessons.sae_table as cli
 
     models = {}
 

@@ -55,8 +55,8 @@ def collect_activations(model, data: np.ndarray, layer: int, n_tokens: int, batc
     return np.concatenate(xs)[:n_tokens], np.concatenate(ys)[:n_tokens]
 
 
-# Lesson 9's sizes, shared with `python -m minisparse.sae`: tokens to train on and to measure on, the SAEs' latents and
-# k, and their training. "fast" goes with the lessons' fast models (their CI mode).
+# Lesson 9's sizes, shared with `python -m minisparse.lessons.sae_table`: tokens to train on and to measure on, the
+# SAEs' latents and k, and their training. "fast" goes with the lessons' fast models (their CI mode).
 LESSON_SETTINGS = {
     "default": dict(n_train=32_768, n_val=4096, n_latents=256, k=8, steps=1000, batch_size=128),
     "fast": dict(n_train=4096, n_val=1024, n_latents=64, k=4, steps=150, batch_size=128),

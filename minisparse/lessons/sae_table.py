@@ -2,8 +2,8 @@
 model's own channels, dense and weight-sparse: the lesson models of `minisparse.lessons.models` (trained once, then
 cached), measured on their training corpus (`lesson_corpus`).
 
-    python -m minisparse.sae                       # the numbers of lesson 9 and docs/results.md, a markdown table
-    python -m minisparse.sae --lambdas 0,0.3,1,3 --seeds 0 --steps 2000
+    python -m minisparse.lessons.sae_table     # the numbers of lesson 9 and docs/results.md, a markdown table
+    python -m minisparse.lessons.sae_table --lambdas 0,0.3,1,3 --seeds 0 --steps 2000
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 import time
 
-from minisparse.lessons.models import lesson_corpus, lesson_model
+from minisparse.sae.train import LESSON_SETTINGS, channel_row, mlp_data, summary_table, sweep
 
-from .train import LESSON_SETTINGS, channel_row, mlp_data, summary_table, sweep
+from .models import lesson_corpus, lesson_model
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m minisparse.sae", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m minisparse.lessons.sae_table", description=__doc__.split("\n\n")[0])
     ap.add_argument("--fast", action="store_true", help="the lessons' fast (CI) models and settings")
     ap.add_argument("--layer", type=int, default=0)
     ap.add_argument("--lambdas", default="0,1", help="Jacobian penalties, comma-separated (0: a plain TopK pair)")
