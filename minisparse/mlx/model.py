@@ -20,10 +20,12 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
 from ..config import ModelConfig
-from ..params import GELU_A, GELU_C, RMS_EPS, check_gates, check_shapes, init_params, param_shapes
+from ..hooks import cache_keys, call_hook, check_keys, hook_keys
+from ..params import GELU_A, GELU_C, RMS_EPS, SITES, check_gates, check_shapes, init_params, param_shapes, site_sizes
 
-# A site function applies one activation site (AbsTopK, then the optional pruning gate) to the output of a layer:
-# site("q", x) -> x'. Blocks call it by site name; the GPT builds one per layer.
+# A site function applies one named point of the forward pass (`minisparse.hooks.POINTS`): at an activation site,
+# AbsTopK and then the optional pruning gate; at every point, the recording and the hook asked for. site("q", x) -> x'.
+# Blocks call it by name; the GPT builds one per layer.
 Site = Callable[[str, mx.array], mx.array]
 
 
@@ -87,6 +89,7 @@ class Attention(nn.Module):
             p = mx.softmax(mx.concatenate([sink, s], axis=-1), axis=-1)[..., 1:]
         else:
             p = mx.softmax(s, axis=-1)
+        p = site("attn_pattern", p)
         y = (p @ v).transpose(0, 2, 1, 3).reshape(B, T, -1)                                         # [B, T, A]
         return site("attn_out", self.o_proj(y))
 
@@ -120,8 +123,8 @@ class Block(nn.Module):
 
     def __call__(self, x: mx.array, site: Site) -> mx.array:
         # [B, T, D] -> [B, T, D]
-        x = x + self.attn(site("attn_in", self.norm1(x)), site)
-        return x + self.mlp(site("mlp_in", self.norm2(x)), site)
+        x = site("resid_mid", x + self.attn(site("attn_in", self.norm1(x)), site))
+        return site("resid_post", x + self.mlp(site("mlp_in", self.norm2(x)), site))
 
 
 class GPT(nn.Module):
@@ -176,8 +179,43 @@ class GPT(nn.Module):
         arrays, in forward order."""
         acts: dict[str, mx.array] = {}
         self.forward_unchecked(self.check_tokens(idx), self._check_gates(gates), acts)
-        mx.eval(acts)
-        return {key: np.array(a) for key, a in acts.items()}
+        sites = {key: a for key, a in acts.items() if key.split(".", 1)[1] in SITES}
+        mx.eval(sites)
+        return {key: np.array(a) for key, a in sites.items()}
+
+    def run_with_cache(self, idx, names=None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """([B, T, V] logits, {key: value}) as NumPy arrays, for every key of `minisparse.hooks.cache_keys` (or only
+        `names`), as the NumPy model gives them."""
+        names = cache_keys(self.config) if names is None else list(names)
+        check_keys(names, cache_keys(self.config), "cache")
+        acts: dict[str, mx.array] = {}
+        logits = self.forward_unchecked(self.check_tokens(idx), None, acts)
+        kept = {key: acts[key] for key in names}
+        mx.eval(logits, kept)
+        return np.array(logits), {key: np.array(a) for key, a in kept.items()}
+
+    def run_with_hooks(self, idx, hooks: dict) -> np.ndarray:
+        """[B, T, V] logits with each `hooks[key](value, key)` used in place of that value (`minisparse.hooks`)."""
+        check_keys(hooks, hook_keys(self.config), "hook")
+        return np.array(self.forward_unchecked(self.check_tokens(idx), None, hooks=hooks))
+
+    def site_grads(self, idx, loss_fn) -> tuple[float, dict[str, np.ndarray]]:
+        """(loss, {"L{l}.{site}": [B, T, n] dL/d(the site's value)}) for `loss_fn(logits) -> (loss, dL/dlogits)` on
+        NumPy arrays, by autograd through a zero offset added at every site."""
+        idx = self.check_tokens(idx)
+        B, T = idx.shape
+        offsets = {key: mx.zeros((B, T, n), dtype=self.dtype) for key, n in site_sizes(self.config).items()}
+        loss = []
+
+        def linearised(offsets):
+            logits = self.forward_unchecked(idx, None, offsets=offsets)
+            value, dlogits = loss_fn(np.array(logits))
+            loss.append(value)
+            return (logits * as_mx(dlogits, logits.dtype)).sum()
+
+        grads = mx.grad(linearised)(offsets)
+        mx.eval(grads)
+        return loss[0], {key: np.array(g) for key, g in grads.items()}
 
     def loss_and_gate_grads(self, idx, gates: dict, loss_fn) -> tuple[float, dict[str, np.ndarray]]:
         """A loss of the logits and its gradient with respect to every gate: (loss, {"L{l}.{site}": [n] dL/dg}).
@@ -206,31 +244,39 @@ class GPT(nn.Module):
 
     # --- the forward pass itself ----------------------------------------------------------------------------------
 
-    def forward_unchecked(self, idx: mx.array, gates: dict | None = None, activations: dict | None = None
-                          ) -> mx.array:
+    def forward_unchecked(self, idx: mx.array, gates: dict | None = None, activations: dict | None = None,
+                          hooks: dict | None = None, offsets: dict | None = None) -> mx.array:
         """`forward` without the input checks, for use inside `mx.compile`d and transformed functions (checking values
-        needs them evaluated). If `activations` is a dict, every site's [B, T, n] output after its AbsTopK (before its
-        gate) is stored in it under "L{l}.{site}"."""
+        needs them evaluated). If `activations` is a dict, every point's value (`minisparse.hooks.cache_keys`; a site's
+        after its AbsTopK, before its gate) is stored in it. `hooks` edit values as in `run_with_hooks`; `offsets`
+        ({site: [B, T, n]}) are added to the sites' values after their gates (for gradients with respect to them)."""
         T = idx.shape[1]
         x = self.wte(idx)                                                                           # [B, T, D]
         if "wpe" in self:
             x = x + self.wpe(mx.arange(T))
         for l, block in enumerate(self.blocks):
-            x = block(x, self._site_fn(l, gates, activations))
+            site = self._site_fn(l, gates, activations, hooks, offsets)
+            x = block(site("resid_pre", x), site)
         logits = self.lm_head(self.norm_f(x))                                                       # [B, T, V]
         if "bigram" in self:
             logits = logits + self.bigram(idx)
         return logits
 
-    def _site_fn(self, layer: int, gates: dict | None, activations: dict | None) -> Site:
+    def _site_fn(self, layer: int, gates: dict | None, activations: dict | None, hooks: dict | None,
+                 offsets: dict | None) -> Site:
         def site(name: str, x: mx.array) -> mx.array:
             key = f"L{layer}.{name}"
-            x = abstopk(x, self.config.topk(x.shape[-1]))
+            if name in SITES:
+                x = abstopk(x, self.config.topk(x.shape[-1]))
             if activations is not None:
                 activations[key] = x
             if gates is not None and key in gates:
                 g, mu = gates[key]
                 x = x * g + mu * (1.0 - g)
+            if offsets is not None and key in offsets:
+                x = x + offsets[key]
+            if hooks is not None and key in hooks:
+                x = mx.array(call_hook(hooks[key], np.array(x), key), dtype=x.dtype)
             return x
         return site
 

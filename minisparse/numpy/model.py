@@ -13,8 +13,10 @@ from __future__ import annotations
 import numpy as np
 
 from minisparse.config import ModelConfig
+from minisparse.hooks import cache_keys, call_hook, check_keys, hook_keys
 from minisparse.params import check_gates, check_shapes, init_params, param_shapes
 
+from . import layers
 from .fast import attention_backward, attention_forward, gelu_backward, gelu_forward  # layers.py's, restructured
 from .layers import (
     abstopk_backward,
@@ -110,6 +112,28 @@ class GPT:
         loss, ce_cache = cross_entropy_forward(logits.reshape(B * T, V), targets.reshape(B * T))
         return loss, logits.shape, ce_cache, cache
 
+    def run_with_cache(self, idx, names=None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """([B, T, V] logits, {key: value}) for every key of `minisparse.hooks.cache_keys` (or only `names`): the
+        residual stream, every site's value after AbsTopK, every attention pattern."""
+        names = cache_keys(self.config) if names is None else list(names)
+        check_keys(names, cache_keys(self.config), "cache")
+        logits, cache = self._forward(idx, None, {}, set(names))
+        return logits, {k: cache["recorded"][k] for k in names}
+
+    def run_with_hooks(self, idx, hooks: dict) -> np.ndarray:
+        """[B, T, V] logits with each `hooks[key](value, key)` used in place of that value (`minisparse.hooks`)."""
+        check_keys(hooks, hook_keys(self.config), "hook")
+        return self._forward(idx, None, hooks, set())[0]
+
+    def site_grads(self, idx, loss_fn) -> tuple[float, dict[str, np.ndarray]]:
+        """(loss, {"L{l}.{site}": [B, T, n] dL/d(the site's value)}) for `loss_fn(logits) -> (loss, dL/dlogits)` on
+        NumPy arrays: the hand-written backward, read at every site (attribution patching's gradient)."""
+        logits, cache = self.forward_cached(idx)
+        loss, dlogits = loss_fn(logits)
+        grads: dict[str, np.ndarray] = {}
+        self.backward(dlogits, cache, param_grads=False, site_grads=grads)
+        return loss, {key: grads[key] for key in cache["sites"]}
+
     def forward_cached(self, idx, gates: dict | None = None) -> tuple[np.ndarray, dict]:
         """[B, T] int -> ([B, T, V] logits, cache).
 
@@ -117,6 +141,11 @@ class GPT:
         x·g + mu·(1 − g) (circuit pruning, DESIGN §5). cache["sites"]["L{l}.{site}"] is the [B, T, n] activation after
         the site's AbsTopK and before its gate.
         """
+        return self._forward(idx, gates, {}, set())
+
+    def _forward(self, idx, gates, hooks: dict, record: set) -> tuple[np.ndarray, dict]:
+        # the one forward pass: gates (pruning) and hooks (editing) act at the same point of every site, right after
+        # its AbsTopK; `record` names the cache keys to keep copies of
         cfg, P = self.config, self.params
         idx = self.config.check_tokens(idx)
         gates = self._check_gates(gates)
@@ -124,16 +153,30 @@ class GPT:
         N, A, H = B * T, cfg.d_attn, cfg.n_head
         flat_idx = idx.reshape(N)
         sites: dict[str, np.ndarray] = {}
+        recorded: dict[str, np.ndarray] = {}
 
         def site(l, name, x):
-            # [N, n] -> [N, n]: AbsTopK, record the activation, then the gate if one is given
+            # [N, n] -> [N, n]: AbsTopK, record the activation, then the gate and the hook if given
             key = f"L{l}.{name}"
             x, topk_cache = abstopk_forward(x, cfg.topk(x.shape[-1]))
             sites[key] = x.reshape(B, T, -1)
+            if key in record:
+                recorded[key] = sites[key].copy()
             gate_cache = None
             if key in gates:
                 x, gate_cache = gate_forward(x, *gates[key])
+            if key in hooks:
+                x = call_hook(hooks[key], x.reshape(B, T, -1).copy(), key).reshape(N, -1)
             return x, (key, topk_cache, gate_cache)
+
+        def resid(l, name, x):
+            # [N, D] -> [N, D], a fresh array when a hook replaced it: the residual stream is added to in place
+            key = f"L{l}.{name}"
+            if key in record:
+                recorded[key] = x.reshape(B, T, -1).copy()
+            if key in hooks:
+                x = np.array(call_hook(hooks[key], x.reshape(B, T, -1).copy(), key)).reshape(N, -1)
+            return x
 
         x, c_wte = embedding_forward(flat_idx, P["wte.weight"])                # [N, D] a fresh copy: safe to += below
         if cfg.pos_emb == "learned":
@@ -141,6 +184,7 @@ class GPT:
         blocks = []
         for l in range(cfg.n_layer):
             p, c = f"blocks.{l}.", {}
+            x = resid(l, "resid_pre", x)
             h, c["norm1"] = rmsnorm_forward(x, P[p + "norm1.weight"])            # [N, D]
             a, c["attn_in"] = site(l, "attn_in", h)
             # q, k and v in one matmul over the stacked (3A, D) weight: one large GEMM beats three small ones
@@ -152,9 +196,13 @@ class GPT:
             v, c["v"] = site(l, "v", qkv[:, 2 * A:])
             sink = P[p + "attn.sink"] if cfg.attn_sink else None
             y, c["attn"] = attention_forward(q.reshape(B, T, A), k.reshape(B, T, A), v.reshape(B, T, A), sink, H)
+            if f"L{l}.attn_pattern" in record:                                  # the plain form keeps the weights
+                recorded[f"L{l}.attn_pattern"] = layers.attention_forward(
+                    q.reshape(B, T, A), k.reshape(B, T, A), v.reshape(B, T, A), sink, H)[1][3]
             o, c["o_proj"] = linear_forward(y.reshape(N, A), P[p + "attn.o_proj.weight"], P[p + "attn.o_proj.bias"])
             o, c["attn_out"] = site(l, "attn_out", o)                           # [N, D]
             x += o                                                              # x is ours and cached nowhere
+            x = resid(l, "resid_mid", x)
             h, c["norm2"] = rmsnorm_forward(x, P[p + "norm2.weight"])
             m, c["mlp_in"] = site(l, "mlp_in", h)                               # [N, D]
             u, c["up"] = linear_forward(m, P[p + "mlp.up_proj.weight"], P[p + "mlp.up_proj.bias"])  # [N, M]
@@ -163,6 +211,7 @@ class GPT:
             w, c["down"] = linear_forward(u, P[p + "mlp.down_proj.weight"], P[p + "mlp.down_proj.bias"])
             w, c["mlp_out"] = site(l, "mlp_out", w)                             # [N, D]
             x += w
+            x = resid(l, "resid_post", x)
             blocks.append(c)
         xf, c_norm_f = rmsnorm_forward(x, P["norm_f.weight"])                  # [N, D]
         logits, c_lm_head = linear_forward(xf, P["lm_head.weight"])             # [N, V]
@@ -171,14 +220,16 @@ class GPT:
             bigram, c_bigram = embedding_forward(flat_idx, P["bigram.weight"])  # [N, V] a logit table per token
             logits += bigram
         cache = {"B": B, "T": T, "wte": c_wte, "blocks": blocks, "norm_f": c_norm_f, "lm_head": c_lm_head,
-                 "bigram": c_bigram, "sites": sites}
+                 "bigram": c_bigram, "sites": sites, "recorded": recorded}
         return logits.reshape(B, T, cfg.vocab_size), cache
 
-    def backward(self, dlogits, cache, param_grads: bool = True) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    def backward(self, dlogits, cache, param_grads: bool = True, site_grads: dict | None = None
+                 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """[B, T, V] dL/dlogits and the cache of `forward_cached` -> (grads keyed like params, gate_grads).
 
         gate_grads["L{l}.{site}"] is [n], dL/dg summed over B and T, for each site that had a gate. With
         `param_grads=False` no parameter gradient is computed (grads is {}): a third of the matmuls saved, for pruning.
+        `site_grads`, if a dict, receives every site's [B, T, n] dL/d(its value after AbsTopK and gate).
         """
         cfg = self.config
         B, T = cache["B"], cache["T"]
@@ -192,6 +243,8 @@ class GPT:
         def site_back(dout, site_cache):
             # [N, n] -> [N, n]: through the gate (if any), then AbsTopK
             key, topk_cache, gate_cache = site_cache
+            if site_grads is not None:
+                site_grads[key] = dout.reshape(B, T, -1).copy()
             if gate_cache is not None:
                 dout, gate_grads[key] = gate_backward(dout, gate_cache)
             return abstopk_backward(dout, topk_cache)
