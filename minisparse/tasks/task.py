@@ -80,17 +80,27 @@ class Task:
         if not (isinstance(n, int) and n >= 0):
             raise ValueError(f"n must be an integer >= 0, got {n!r}")
         rng = np.random.default_rng([seed, SPLITS.index(split)])
-        templates = self.templates[split]
-        out = []
-        for _ in range((n + 1) // 2):
+        out = [ex for pair in self._pairs(rng, (n + 1) // 2, split) for ex in pair]
+        order = rng.permutation(len(out))[:n]
+        return [out[i] for i in order]
+
+    def pairs(self, n: int, split: str = "train", seed: int = 0) -> list[tuple[Example, Example]]:
+        """`n` contrastive pairs (answer 0, answer 1), in the order `examples` draws them before shuffling."""
+        _check_split(split)
+        return self._pairs(np.random.default_rng([seed, SPLITS.index(split)]), n, split)
+
+    def _pairs(self, rng: np.random.Generator, n: int, split: str) -> list[tuple[Example, Example]]:
+        templates, out = self.templates[split], []
+        for _ in range(n):
             template = templates[rng.integers(len(templates))]
             pair_seed = rng.integers(2**63)
+            pair = []
             for answer in (0, 1):   # same template, same generator state: the two prompts differ only where they must
                 prompt = self.make(template, answer, np.random.default_rng(pair_seed))
                 self._check_prompt(prompt, template)
-                out.append(Example(prompt, answer))
-        order = rng.permutation(len(out))[:n]
-        return [out[i] for i in order]
+                pair.append(Example(prompt, answer))
+            out.append(tuple(pair))
+        return out
 
     def batch(self, n: int, n_ctx: int, split: str = "train", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """`n` examples as model input: idx (n, T) int64 and labels (n,) int64 (0/1, an index into `answers`).
@@ -102,13 +112,8 @@ class Task:
         if not (isinstance(n_ctx, int) and n_ctx > 0):
             raise ValueError(f"n_ctx must be a positive integer, got {n_ctx!r}")
         examples = self.examples(n, split, seed)
-        encoded = [data.encode(ex.prompt) for ex in examples]
-        T = min(n_ctx, max((len(e) for e in encoded), default=1))
-        idx = np.full((n, T), data.SEP, dtype=np.int64)
-        for row, e in zip(idx, encoded):
-            e = e[-T:]
-            row[T - len(e):] = e
-        return idx, np.array([ex.answer for ex in examples], dtype=np.int64)
+        return prompts_to_idx([ex.prompt for ex in examples], n_ctx), np.array([ex.answer for ex in examples],
+                                                                             dtype=np.int64)
 
     def _check_prompt(self, prompt, template) -> None:
         if not isinstance(prompt, str) or not prompt:
@@ -119,6 +124,17 @@ class Task:
 
     def __repr__(self) -> str:
         return f"Task({self.name!r}, answers={self.answers!r}: {self.description})"
+
+
+def prompts_to_idx(prompts: list[str], n_ctx: int) -> np.ndarray:
+    """Prompts as model input [n, T], each ending at the last position (see `Task.batch`)."""
+    encoded = [data.encode(p) for p in prompts]
+    T = min(n_ctx, max((len(e) for e in encoded), default=1))
+    idx = np.full((len(prompts), T), data.SEP, dtype=np.int64)
+    for row, e in zip(idx, encoded):
+        e = e[-T:]
+        row[T - len(e):] = e
+    return idx
 
 
 def _check_split(split: str) -> None:
