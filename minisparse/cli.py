@@ -1,4 +1,4 @@
-"""The `minisparse` command line: train, sample, prune, explain, tour, reproduce."""
+"""The `minisparse` command line: train, sample, prune, explain, patch, tour, reproduce."""
 
 from __future__ import annotations
 
@@ -82,6 +82,7 @@ def _explain(args) -> None:
     from .checkpoint import load
     from .circuits import Circuit
     from .circuits.explain import explain, explanations_markdown
+    from .circuits.heads import head_attention
     from .params import weights_digest
     from .rundir import write_text_atomic
     from .tasks import get_task
@@ -97,9 +98,22 @@ def _explain(args) -> None:
           "validation text (⟦the byte it fires on⟧), and the task loss lost when it alone is ablated")
     for e in explanations:
         print(e.summary())
+    for head in head_attention(model, circuit, get_task(circuit.task)):
+        print(head.summary())
     if args.markdown:
         write_text_atomic(Path(args.markdown), explanations_markdown(explanations, args.contexts) + "\n")
         print(f"table written to {args.markdown}")
+
+
+def _patch(args) -> None:
+    from .checkpoint import load
+    from .circuits import Circuit
+    from .circuits.patching import patch_report, patch_report_text
+    from .tasks import get_task
+
+    circuit = Circuit.load(args.circuit)
+    model = load(args.checkpoint, backend=resolve_backend(args.backend)[0])
+    print(patch_report_text(patch_report(model, circuit, get_task(circuit.task), n_pairs=args.pairs)))
 
 
 def _tour(args) -> None:
@@ -243,6 +257,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", type=_output_file(".md"), help="also write the explanation as a Markdown table here")
     p.add_argument("--backend", default="numpy", choices=BACKENDS)
     p.set_defaults(run=_explain)
+
+    p = sub.add_parser("patch", help="causal tests of a circuit: activation patching, attribution patching, direct "
+                       "logit attribution, on held-out contrastive pairs")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--circuit", required=True, help="a circuit JSON written by `minisparse prune --json`")
+    p.add_argument("--pairs", type=_positive_int, default=32, help="held-out contrastive pairs")
+    p.add_argument("--backend", default="numpy", choices=BACKENDS)
+    p.set_defaults(run=_patch)
 
     p = sub.add_parser("tour", help="the whole story end to end: weight, activation and circuit sparsity, a sparse "
                        "circuit checked and compared with a dense one")

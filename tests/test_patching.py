@@ -64,3 +64,39 @@ def test_direct_logit_attribution_sums_to_the_logit_difference(pairs, bigram):
     total = sum(p.sum(axis=1) for p in parts.values()) + bigram_term
     np.testing.assert_allclose(total, ld, rtol=0, atol=1e-9 * np.abs(ld).max())
     assert np.any(bigram_term != 0) == bigram
+
+
+def test_a_circuits_heads_and_where_they_look():
+    from minisparse.circuits import Circuit
+    from minisparse.circuits.heads import circuit_heads, head_attention
+
+    circuit = Circuit(task=TASK.name, nodes=["L0.attn_in[2]", "L0.q[3]", "L0.k[9]", "L1.v[15]", "L1.mlp_in[0]"],
+                      edges=[], task_loss=0.1, sufficiency=0.1, necessity=1.0)
+    assert circuit_heads(circuit, d_head=8) == {(0, 0): ["L0.q[3]"], (0, 1): ["L0.k[9]"], (1, 1): ["L1.v[15]"]}
+    model = GPT(CFG, seed=5)
+    # a head that only sees the sink and the last position puts its weight on the last byte: check the reading with
+    # a model whose layer-0 scores are all equal (q = 0), so every visible position gets the same weight
+    model.params["blocks.0.attn.q_proj.weight"][:] = 0
+    model.params["blocks.0.attn.q_proj.bias"][:] = 0
+    heads = head_attention(model, circuit, TASK, n=8)
+    assert [(h.layer, h.head) for h in heads] == [(0, 0), (0, 1), (1, 1)]
+    uniform = heads[0]
+    T = len(uniform.example[1])
+    # equal scores: the first position wins the argmax, weight 1 / (T + e^(sink − 0)) each
+    assert uniform.back == T - 1 and uniform.top_share == pytest.approx(uniform.example[1][0])
+    assert uniform.sink == pytest.approx(1 - T * uniform.top_share) and 0 < uniform.sink < 1
+    assert "of its weight on one position" in uniform.summary()
+
+
+def test_the_patch_command_prints_its_report(tmp_path, capsys):
+    from minisparse import save
+    from minisparse.circuits import Circuit
+    from minisparse.cli import main
+
+    checkpoint = save(GPT(CFG, seed=6), tmp_path / "m.safetensors")
+    Circuit(task=TASK.name, nodes=["L0.v[3]", "L1.mlp_out[2]"], edges=[], task_loss=0.1, sufficiency=0.1,
+            necessity=1.0).to_json(tmp_path / "c.json")
+    assert main(["patch", "--checkpoint", str(checkpoint), "--circuit", str(tmp_path / "c.json"), "--pairs", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "activation patching: the circuit's 2 nodes" in out and "Spearman" in out
+    assert "L0.v[3]" in out and "direct logit attribution" in out
