@@ -1,4 +1,4 @@
-"""The `minisparse` command line: train, sample, prune, explain, patch, tour, reproduce."""
+"""The `minisparse` command line: train, sample, prune, explain, patch, view, tour, reproduce."""
 
 from __future__ import annotations
 
@@ -114,6 +114,23 @@ def _patch(args) -> None:
     circuit = Circuit.load(args.circuit)
     model = load(args.checkpoint, backend=resolve_backend(args.backend)[0])
     print(patch_report_text(patch_report(model, circuit, get_task(circuit.task), n_pairs=args.pairs)))
+
+
+def _view(args) -> None:
+    from .checkpoint import load
+    from .circuits import Circuit
+    from .circuits.viewer import screenshot, write_viewer
+    from .tasks import get_task
+
+    circuit = Circuit.load(args.circuit)
+    model = load(args.checkpoint, backend=resolve_backend(args.backend)[0])
+    print(f"circuit viewer written to {write_viewer(model, circuit, get_task(circuit.task), args.out)}: open it in any "
+          "browser")
+    if args.screenshot:
+        done = screenshot(Path(args.out), Path(args.screenshot))
+        if done.returncode != 0 or not Path(args.screenshot).exists():
+            raise RuntimeError(f"Chromium could not take the screenshot: {done.stderr.strip().splitlines()[-1:]}")
+        print(f"screenshot saved to {args.screenshot}")
 
 
 def _tour(args) -> None:
@@ -265,6 +282,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", type=_positive_int, default=32, help="held-out contrastive pairs")
     p.add_argument("--backend", default="numpy", choices=BACKENDS)
     p.set_defaults(run=_patch)
+
+    p = sub.add_parser("view", help="a circuit in the browser: one self-contained HTML file to explore")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--circuit", required=True, help="a circuit JSON written by `minisparse prune --json`")
+    p.add_argument("--out", required=True, type=_output_file(".html"), help="the HTML file to write")
+    p.add_argument("--screenshot", type=_output_file(".png"), help="also save a screenshot (needs Chromium)")
+    p.add_argument("--backend", default="numpy", choices=BACKENDS)
+    p.set_defaults(run=_view)
 
     p = sub.add_parser("tour", help="the whole story end to end: weight, activation and circuit sparsity, a sparse "
                        "circuit checked and compared with a dense one")
