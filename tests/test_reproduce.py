@@ -319,3 +319,22 @@ def test_workers_end_when_reproduce_is_killed(tmp_path):
         time.sleep(0.2)
     os.kill(worker, signal.SIGKILL)
     raise AssertionError("the worker outlived its killed parent by 10 s")
+
+
+def test_the_report_writes_a_viewer_page_for_every_real_circuit_and_the_best_ones_causal_tests(finished, tmp_path):
+    out, results = finished
+    results = copy.deepcopy(results)
+    layout = rep.Layout(out, 60)
+    point, task = "1in4-s0@60", "single_double_quote"
+    card = results["circuits"][point][task]
+    card["full_loss"] = 0.1                                     # made to pass the verdict: the report's rule, not ours
+    fail = results["experiment"]["solved"] + 1                 # a control that does not do the task
+    card["circuit"].update(reached_target=True, sufficiency=0.1, necessity=1.0,
+                           controls={"random_model": {"sufficiency": fail}, "shuffled_labels": {"sufficiency": fail}})
+    assert verdict(card["full_loss"], card["circuit"], results["experiment"]["solved"])[0]
+    layout.viewer_file(point, task).unlink(missing_ok=True)
+    report.write_report(results, layout)
+    page = layout.viewer_file(point, task).read_text()
+    assert page.startswith("<!DOCTYPE html>") and f'"title": "{task}:' in page
+    others = [p for p in (out / "circuits").rglob("*.html") if p != layout.viewer_file(point, task)]
+    assert others == []                                         # no page for a circuit that is not real

@@ -4,6 +4,7 @@
     out/evals/<point>.json                 a point's validation loss and held-out task losses
     out/circuits/<point>/<task>.json       a circuit's scorecard
     out/circuits/<point>/<task>.circuit.json   the circuit itself
+    out/circuits/<point>/<task>.html           a real circuit in the browser (`minisparse view`)
     out/results.json, results.md, *.png, explain.md   the summary and the report
 
 A point is one kept checkpoint of one run, named "<run>@<step>" ("1in16-s0@3000").
@@ -48,3 +49,6 @@ class Layout:
 
     def circuit_file(self, point: str, task_name: str) -> Path:
         return self.out / "circuits" / point / f"{task_name}.circuit.json"
+
+    def viewer_file(self, point: str, task_name: str) -> Path:
+        return self.out / "circuits" / point / f"{task_name}.html"

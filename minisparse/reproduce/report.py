@@ -128,9 +128,13 @@ def best_sparse_circuit(results: dict) -> tuple[str, str] | None:
 
 
 def write_report(results: dict, layout: Layout, backend: str = "numpy") -> None:
-    """results.md, frontier.png, per_task.png, and circuit.png + explain.md for the best sparse circuit."""
+    """results.md, frontier.png, per_task.png, a viewer page for every real circuit, and circuit.png + explain.md
+    (its nodes, where its heads look, the causal tests) for the best sparse circuit."""
     from ..circuits import Circuit
     from ..circuits.explain import explain, explanations_markdown
+    from ..circuits.heads import head_attention
+    from ..circuits.patching import patch_report, patch_report_text
+    from ..circuits.viewer import write_viewer
     from ..viz import draw_circuit, plot_edges_per_task, plot_frontier
 
     out = layout.out
@@ -141,13 +145,24 @@ def write_report(results: dict, layout: Layout, backend: str = "numpy") -> None:
     pairs = [c["matched"] for c in results["comparisons"] if "matched" in c and c["matched"]["tasks"]]
     if pairs:
         plot_edges_per_task(pairs, out / "per_task.png")
+    for point, by_task in results["circuits"].items():
+        for task_name, card in by_task.items():
+            if verdict(card["full_loss"], card["circuit"], results["experiment"]["solved"])[0]:
+                write_viewer(load(layout.checkpoint(point), backend=backend),
+                             Circuit.load(layout.circuit_file(point, task_name)), get_task(task_name),
+                             layout.viewer_file(point, task_name))
     best = best_sparse_circuit(results)
     if best is not None:
         point, task_name = best
-        circuit = Circuit.load(layout.circuit_file(point, task_name))
+        circuit, model, task = (Circuit.load(layout.circuit_file(point, task_name)),
+                                load(layout.checkpoint(point), backend=backend), get_task(task_name))
         draw_circuit(circuit, out / "circuit.png", embeddings=False, max_edges=150)
-        explanations = explain(load(layout.checkpoint(point), backend=backend), circuit, get_task(task_name))
-        title = f"# {task_name} on {point}: {circuit.n_nodes} nodes, {circuit.n_edges} edges\n\n"
-        write_text_atomic(out / "explain.md", title + explanations_markdown(explanations) + "\n")
-        text += f"\nThe smallest real sparse circuit: `{task_name}` on `{point}` (circuit.png, explain.md).\n"
+        explanations = explain(model, circuit, task)
+        heads = "\n".join(f"- {h.summary()}" for h in head_attention(model, circuit, task))
+        causal = patch_report_text(patch_report(model, circuit, task))
+        write_text_atomic(out / "explain.md", f"# {task_name} on {point}: {circuit.n_nodes} nodes, {circuit.n_edges} "
+                          f"edges\n\n{explanations_markdown(explanations)}\n\n## Where its heads look, from the "
+                          f"answer position\n\n{heads}\n\n## Causal tests\n\n```\n{causal}\n```\n")
+        text += (f"\nThe smallest real sparse circuit: `{task_name}` on `{point}` (circuit.png, explain.md, "
+                 f"circuits/{point}/{task_name}.html).\n")
     write_text_atomic(out / "results.md", text)
