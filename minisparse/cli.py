@@ -1,153 +1,19 @@
-"""The `minisparse` command line: train, sample, prune, explain, patch, view, tour, reproduce."""
+"""The `minisparse` command line: its arguments, checked as they are parsed, and its one-line errors. Commands: train,
+sample, prune, explain, patch, view, tour, reproduce (what each does is `minisparse.commands`)."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import os
 import sys
 from pathlib import Path
 
-from .backend import BACKENDS, resolve_backend
+from . import commands
+from .backend import BACKENDS
 from .checkpoint import CheckpointError
-from .config import PRESETS, ConfigError, preset
+from .config import PRESETS, ConfigError
 from .sparsity import ANNEAL_SHAPES
-
-
-def _train(args) -> None:
-    from .checkpoint import load
-    from .rundir import MODEL_FILE
-    from .sample import generate_bytes, printable
-    from .train import train
-
-    model_cfg, train_cfg = preset(args.preset)
-    model_cfg = dataclasses.replace(model_cfg, **{k: v for k, v in (("afrac", args.afrac), ("pos_emb", args.pos_emb))
-                                                  if v is not None})
-    overrides = {"weight_density": args.density, "steps": args.steps, "seed": args.seed, "lr": args.lr,
-                 "batch_size": args.batch_size, "sharkfin": args.sharkfin or None, "anneal_shape": args.anneal}
-    train_cfg = dataclasses.replace(train_cfg, **{k: v for k, v in overrides.items() if v is not None})
-    backend, why = resolve_backend(args.backend)
-    print(f"{why}.", file=sys.stderr)
-    out = _run_dir(args.out)
-    if args.resume and not (out / MODEL_FILE).exists():
-        print(f"--resume: no checkpoint in {out} to resume; starting a fresh run", file=sys.stderr)
-    result = train(model_cfg, train_cfg, out, backend=backend, resume=args.resume, progress=not args.no_progress)
-    print(f"step {result.step}: validation loss {result.val_bits_per_byte:.3f} bits per byte "
-          f"({result.val_loss:.3f} nats); checkpoint {out / MODEL_FILE}")
-    model = load(out / MODEL_FILE, backend="numpy")
-    continuation = generate_bytes(model, args.prompt, n_bytes=300, temperature=0.6, seed=0)
-    print("sample:\n" + printable(args.prompt.encode() + continuation))
-
-
-def _sample(args) -> None:
-    from .checkpoint import load
-    from .sample import generate_bytes, printable
-
-    backend, _ = resolve_backend(args.backend)
-    model = load(args.checkpoint, backend=backend)
-    text = args.prompt.encode() + generate_bytes(model, args.prompt, n_bytes=args.bytes,
-                                                 temperature=args.temperature, seed=args.seed)
-    if args.raw:
-        sys.stdout.buffer.write(text + b"\n")
-        sys.stdout.flush()
-    else:
-        print(printable(text))
-
-
-def _prune(args) -> None:
-    from .circuits import prune_report
-
-    circuit = prune_report(args.checkpoint, args.task, backend=resolve_backend(args.backend)[0], json_path=args.json,
-                           controls=not args.no_controls, target_loss=args.target_loss, steps=args.steps,
-                           k_coef=args.k_coef, ablation=args.ablation, seed=args.seed)
-    if args.plot:
-        from .viz import draw_circuit
-        draw_circuit(circuit, args.plot)
-        print(f"circuit drawn to {args.plot}")
-
-
-def _reproduce(args) -> None:
-    from .reproduce import Experiment, Reproduction
-
-    backend, why = resolve_backend(args.backend)
-    print(f"{why}.", file=sys.stderr)
-    experiment = Experiment(preset=args.preset, seeds=tuple(args.seeds), tasks=tuple(args.task or ()),
-                            task_files=tuple(args.tasks_from), densities=tuple(args.densities),
-                            prune_seeds=args.prune_seeds, backend=backend)
-    Reproduction(experiment, _run_dir(args.out), jobs=args.jobs, progress=not args.no_progress).run(reuse=args.reuse)
-
-
-def _explain(args) -> None:
-    from .checkpoint import load
-    from .circuits import Circuit
-    from .circuits.explain import explain, explanations_markdown
-    from .circuits.heads import head_attention
-    from .params import weights_digest
-    from .rundir import write_text_atomic
-    from .tasks import get_task
-
-    circuit = Circuit.load(args.circuit)
-    model = load(args.checkpoint, backend=resolve_backend(args.backend)[0])
-    pruned_on = circuit.settings.get("model_digest")
-    if pruned_on and pruned_on != weights_digest(model.numpy_params()):
-        print(f"warning: {args.circuit} was pruned on another model than {args.checkpoint} (weights digest "
-              f"{pruned_on}); its nodes are explained in this model all the same", file=sys.stderr)
-    explanations = explain(model, circuit, get_task(circuit.task), n_contexts=args.contexts)
-    print(f"{circuit.task}: {circuit.n_nodes} nodes, {circuit.n_edges} edges; per node: top-activating contexts on "
-          "validation text (⟦the byte it fires on⟧), and the task loss lost when it alone is ablated")
-    for e in explanations:
-        print(e.summary())
-    for head in head_attention(model, circuit, get_task(circuit.task)):
-        print(head.summary())
-    if args.markdown:
-        write_text_atomic(Path(args.markdown), explanations_markdown(explanations, args.contexts) + "\n")
-        print(f"table written to {args.markdown}")
-
-
-def _patch(args) -> None:
-    from .checkpoint import load
-    from .circuits import Circuit
-    from .circuits.patching import patch_report, patch_report_text
-    from .tasks import get_task
-
-    circuit = Circuit.load(args.circuit)
-    model = load(args.checkpoint, backend=resolve_backend(args.backend)[0])
-    print(patch_report_text(patch_report(model, circuit, get_task(circuit.task), n_pairs=args.pairs)))
-
-
-def _view(args) -> None:
-    from .checkpoint import load
-    from .circuits import Circuit
-    from .circuits.viewer import screenshot, write_viewer
-    from .tasks import get_task
-
-    circuit = Circuit.load(args.circuit)
-    model = load(args.checkpoint, backend=resolve_backend(args.backend)[0])
-    print(f"circuit viewer written to {write_viewer(model, circuit, get_task(circuit.task), args.out)}: open it in any "
-          "browser")
-    if args.screenshot:
-        done = screenshot(Path(args.out), Path(args.screenshot))
-        if done.returncode != 0 or not Path(args.screenshot).exists():
-            raise RuntimeError(f"Chromium could not take the screenshot: {done.stderr.strip().splitlines()[-1:]}")
-        print(f"screenshot saved to {args.screenshot}")
-
-
-def _tour(args) -> None:
-    from .tour import tour
-
-    tour(_run_dir(args.out), checkpoint=args.checkpoint, dense_checkpoint=args.dense_checkpoint, task=args.task,
-         fast=args.fast)
-
-
-def _run_dir(out: str) -> Path:
-    # refused here, naming the flag, rather than as "[Errno 17] File exists" from deep inside
-    if not out:
-        raise ValueError("--out is empty; name a directory for the run's files")
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"--out {out} is a file; it must be a directory (created if missing) for the run's files")
-    return path
 
 
 def _non_negative_int(text: str) -> int:
@@ -222,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="auto", choices=BACKENDS)
     p.add_argument("--prompt", default="def ", type=_utf8, help="prompt for the sample printed at the end")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(run=_train)
+    p.set_defaults(run=commands.train)
 
     p = sub.add_parser("sample", help="continue a prompt with a trained model")
     p.add_argument("--checkpoint", required=True)
@@ -234,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--raw", action="store_true",
                    help="write the sampled bytes as they are (for piping); by default bytes that are not printable "
                         "text are shown escaped, e.g. \\x07")
-    p.set_defaults(run=_sample)
+    p.set_defaults(run=commands.sample)
 
     p = sub.add_parser("prune", help="prune a trained model to the circuit of a task, with controls")
     p.add_argument("--task", required=True, help="a task name from minisparse.tasks, e.g. single_double_quote")
@@ -248,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument("--no-controls", action="store_true", help="skip the random-model and shuffled-label controls")
     p.add_argument("--backend", default="numpy", choices=BACKENDS)
-    p.set_defaults(run=_prune)
+    p.set_defaults(run=commands.prune)
 
     p = sub.add_parser("reproduce", help="the paper's experiment in miniature: train dense and sparse models, prune "
                        "every task, compare circuit sizes at matched loss (resumable)")
@@ -265,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="worker processes, one BLAS thread each (2 on a 2-core CPU)")
     p.add_argument("--backend", default="auto", choices=BACKENDS)
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(run=_reproduce)
+    p.set_defaults(run=commands.reproduce)
 
     p = sub.add_parser("explain", help="read a circuit node by node: top-activating contexts, single-node ablations")
     p.add_argument("--checkpoint", required=True)
@@ -273,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--contexts", type=_positive_int, default=5, help="top-activating contexts per node")
     p.add_argument("--markdown", type=_output_file(".md"), help="also write the explanation as a Markdown table here")
     p.add_argument("--backend", default="numpy", choices=BACKENDS)
-    p.set_defaults(run=_explain)
+    p.set_defaults(run=commands.explain)
 
     p = sub.add_parser("patch", help="causal tests of a circuit: activation patching, attribution patching, direct "
                        "logit attribution, on held-out contrastive pairs")
@@ -281,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--circuit", required=True, help="a circuit JSON written by `minisparse prune --json`")
     p.add_argument("--pairs", type=_positive_int, default=32, help="held-out contrastive pairs")
     p.add_argument("--backend", default="numpy", choices=BACKENDS)
-    p.set_defaults(run=_patch)
+    p.set_defaults(run=commands.patch)
 
     p = sub.add_parser("view", help="a circuit in the browser: one self-contained HTML file to explore")
     p.add_argument("--checkpoint", required=True)
@@ -289,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=_output_file(".html"), help="the HTML file to write")
     p.add_argument("--screenshot", type=_output_file(".png"), help="also save a screenshot (needs Chromium)")
     p.add_argument("--backend", default="numpy", choices=BACKENDS)
-    p.set_defaults(run=_view)
+    p.set_defaults(run=commands.view)
 
     p = sub.add_parser("tour", help="the whole story end to end: weight, activation and circuit sparsity, a sparse "
                        "circuit checked and compared with a dense one")
@@ -298,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dense-checkpoint", help="a dense model to compare circuits with (with --checkpoint)")
     p.add_argument("--task", default="single_double_quote")
     p.add_argument("--fast", action="store_true", help="tiny models trained in seconds (for tests; nothing solved)")
-    p.set_defaults(run=_tour)
+    p.set_defaults(run=commands.tour)
     return parser
 
 

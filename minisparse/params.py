@@ -126,3 +126,22 @@ def check_gates(gates: dict, cfg: ModelConfig) -> None:
         if shapes != [(sizes[key],)] * 2:
             raise ValueError(f"gates[{key!r}] has g of shape {shapes[0]} and mu of shape {shapes[1]}; "
                              f"both must be ({sizes[key]},), one entry per channel of the site")
+
+
+def check_param_arrays(params, config: ModelConfig, dtype=None) -> np.dtype:
+    """Check a dict of NumPy parameters against param_shapes(config); return its (single, floating) dtype. A
+    `dtype` asked for must be the one the arrays have: nothing is cast silently."""
+    if not isinstance(params, dict):
+        raise TypeError(f"params must be a dict of name -> np.ndarray, got {type(params).__name__}")
+    for name, w in params.items():
+        if not isinstance(w, np.ndarray):
+            raise TypeError(f"params[{name!r}] must be a np.ndarray, got {type(w).__name__}")
+    check_shapes({name: w.shape for name, w in params.items()}, param_shapes(config), "params")
+    dtypes = {w.dtype for w in params.values()}
+    if len(dtypes) != 1 or next(iter(dtypes)) not in (np.float32, np.float64):
+        raise ValueError(f"params must all be float32 or all float64, got dtypes {sorted(map(str, dtypes))}")
+    found = next(iter(dtypes))
+    if dtype is not None and np.dtype(dtype) != found:
+        raise ValueError(f"dtype={np.dtype(dtype)} was asked for but the given params are {found}; "
+                         f"cast them first, e.g. {{n: w.astype(np.{np.dtype(dtype)}) for n, w in params.items()}}")
+    return found

@@ -4,7 +4,8 @@ data-parallel training over `mx.distributed` (`minisparse.mlx.distributed`).
 On Linux the `mlx[cpu]` wheel runs on the CPU with a slow bundled BLAS (a few GFLOP/s): prefer the NumPy backend there.
 """
 
-from .model import GPT, abstopk, gelu
+from .model import GPT
+from .ops import abstopk, gelu
 from .optim import SparseAdam, project_matrix
 from .trainer import MLXTrainer
 

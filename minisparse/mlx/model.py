@@ -21,45 +21,13 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from ..config import ModelConfig
 from ..hooks import cache_keys, call_hook, check_keys, hook_keys
-from ..params import GELU_A, GELU_C, RMS_EPS, SITES, check_gates, check_shapes, init_params, param_shapes, site_sizes
+from ..params import RMS_EPS, SITES, check_gates, check_shapes, init_params, param_shapes, site_sizes
+from .ops import abstopk, as_mx, gelu
 
 # A site function applies one named point of the forward pass (`minisparse.hooks.POINTS`): at an activation site,
 # AbsTopK and then the optional pruning gate; at every point, the recording and the hook asked for. site("q", x) -> x'.
 # Blocks call it by name; the GPT builds one per layer.
 Site = Callable[[str, mx.array], mx.array]
-
-
-def gelu(x: mx.array) -> mx.array:
-    # [...] -> [...]  tanh GELU, the DESIGN §1 formula. Written out rather than `nn.gelu_approx`: recent MLX releases
-    # use this same formula there, but it has changed between releases, and both backends must compute one function.
-    return 0.5 * x * (1.0 + mx.tanh(GELU_C * (x + GELU_A * x * x * x)))
-
-
-def abstopk(x: mx.array, k: int) -> mx.array:
-    """Keep the `k` entries of largest |x| along the last axis (sign kept), zero the rest (DESIGN §1).
-
-    The rule of `minisparse.sparsity.abstopk_mask`: an entry passes if its |x| is at least the row's k-th largest |x|.
-    A row with fewer than k nonzeros has a k-th largest of 0, so all of it passes: the output is x, and so is the
-    derivative (nudging a zero would make it one of the k kept), whichever zeros a backend would have picked. A row
-    whose nonzero ties at the threshold would let more than k through keeps exactly k of them instead.
-    Autograd sends the gradient through the passing entries only. k >= n is the identity (afrac = 1).
-    """
-    # [..., n] -> [..., n]
-    n = x.shape[-1]
-    if k >= n:
-        return x
-    a = mx.stop_gradient(mx.abs(x))                                     # the selection itself carries no gradient
-    kth = mx.partition(a, n - k, axis=-1)[..., n - k:n - k + 1]        # [..., 1] the k-th largest |x|
-    keep = a >= kth
-    top = mx.argpartition(a, n - k, axis=-1)[..., n - k:]              # [..., k] exactly k, for tied rows
-    exact = mx.put_along_axis(mx.zeros(x.shape, dtype=mx.bool_), top, mx.array(True), axis=-1)
-    tied = (keep.sum(axis=-1, keepdims=True) > k) & (kth > 0)
-    return mx.where(mx.where(tied, exact, keep), x, 0.0)
-
-
-def as_mx(a, dtype: mx.Dtype) -> mx.array:
-    """A NumPy or MLX array as an MLX array of `dtype`. (`mx.array` of a float64 NumPy array would give float32.)"""
-    return a.astype(dtype) if isinstance(a, mx.array) else mx.array(np.asarray(a), dtype=dtype)
 
 
 class Attention(nn.Module):

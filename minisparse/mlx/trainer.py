@@ -12,7 +12,8 @@ import numpy as np
 
 from ..config import TrainConfig
 from ..params import check_shapes, param_shapes
-from .model import GPT, as_mx
+from .model import GPT
+from .ops import as_mx
 from .optim import SparseAdam
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from minisparse.config import ModelConfig
 from minisparse.hooks import cache_keys, call_hook, check_keys, hook_keys
-from minisparse.params import check_gates, check_shapes, init_params, param_shapes
+from minisparse.params import check_gates, check_param_arrays, init_params
 
 from . import layers
 from .fast import attention_backward, attention_forward, gelu_backward, gelu_forward  # layers.py's, restructured
@@ -49,7 +49,7 @@ class GPT:
         if not isinstance(config, ModelConfig):
             raise TypeError(f"GPT needs a minisparse.ModelConfig, got {type(config).__name__}")
         self.config = config
-        reuse_freed_memory()   # every step allocates and frees ~100 MB: keep it in the process (see memory.py)
+        reuse_freed_memory()   # a step allocates and frees its activations: keep the memory (memory.py)
         if params is None:
             self.dtype = np.dtype(np.float32 if dtype is None else dtype)
             if self.dtype not in (np.float32, np.float64):
@@ -57,7 +57,7 @@ class GPT:
             self.params = init_params(config, seed, self.dtype)
         else:
             self.params = params
-            self.dtype = _check_params(params, config, dtype)
+            self.dtype = check_param_arrays(params, config, dtype)
 
     # ------------------------------------------------------------------------------------------------------------------
     # the surface both backends share (DESIGN §6): the tools above the models never ask which backend they hold
@@ -69,8 +69,7 @@ class GPT:
         return self.forward_cached(idx, gates)[0]
 
     def site_activations(self, idx, gates: dict | None = None) -> dict[str, np.ndarray]:
-        """{"L{l}.{site}": [B, T, n]} every site's activation after its AbsTopK (and before its gate), in forward
-        order."""
+        """{"L{l}.{site}": [B, T, n]} each site's activation after its AbsTopK, before its gate, in forward order."""
         return self.forward_cached(idx, gates)[1]["sites"]
 
     def loss_and_gate_grads(self, idx, gates: dict, loss_fn) -> tuple[float, dict[str, np.ndarray]]:
@@ -113,8 +112,7 @@ class GPT:
         return loss, logits.shape, ce_cache, cache
 
     def run_with_cache(self, idx, names=None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """([B, T, V] logits, {key: value}) for every key of `minisparse.hooks.cache_keys` (or only `names`): the
-        residual stream, every site's value after AbsTopK, every attention pattern."""
+        """([B, T, V] logits, {key: value}) for every key of `minisparse.hooks.cache_keys`, or only `names`."""
         names = cache_keys(self.config) if names is None else list(names)
         check_keys(names, cache_keys(self.config), "cache")
         logits, cache = self._forward(idx, None, {}, set(names))
@@ -149,11 +147,9 @@ class GPT:
         cfg, P = self.config, self.params
         idx = self.config.check_tokens(idx)
         gates = self._check_gates(gates)
-        B, T = idx.shape
-        N, A, H = B * T, cfg.d_attn, cfg.n_head
-        flat_idx = idx.reshape(N)
-        sites: dict[str, np.ndarray] = {}
-        recorded: dict[str, np.ndarray] = {}
+        (B, T), A, H = idx.shape, cfg.d_attn, cfg.n_head
+        N, flat_idx = B * T, idx.reshape(B * T)
+        sites, recorded = {}, {}        # key -> [B, T, n] activation after AbsTopK; key -> a copy of what `record` asks
 
         def site(l, name, x):
             # [N, n] -> [N, n]: AbsTopK, record the activation, then the gate and the hook if given
@@ -302,20 +298,3 @@ class GPT:
         n = sum(w.size for w in self.params.values())
         return f"GPT({self.config}, dtype={self.dtype}, {n:,} parameters)"
 
-
-def _check_params(params, config: ModelConfig, dtype) -> np.dtype:
-    """Check a given parameter dict against param_shapes(config); return its (single, floating) dtype."""
-    if not isinstance(params, dict):
-        raise TypeError(f"params must be a dict of name -> np.ndarray, got {type(params).__name__}")
-    for name, w in params.items():
-        if not isinstance(w, np.ndarray):
-            raise TypeError(f"params[{name!r}] must be a np.ndarray, got {type(w).__name__}")
-    check_shapes({name: w.shape for name, w in params.items()}, param_shapes(config), "params")
-    dtypes = {w.dtype for w in params.values()}
-    if len(dtypes) != 1 or next(iter(dtypes)) not in (np.float32, np.float64):
-        raise ValueError(f"params must all be float32 or all float64, got dtypes {sorted(map(str, dtypes))}")
-    found = next(iter(dtypes))
-    if dtype is not None and np.dtype(dtype) != found:
-        raise ValueError(f"dtype={np.dtype(dtype)} was asked for but the given params are {found}; "
-                         f"cast them first, e.g. {{n: w.astype(np.{np.dtype(dtype)}) for n, w in params.items()}}")
-    return found

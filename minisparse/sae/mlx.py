@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import mlx.core as mx
 
-from minisparse.mlx.model import abstopk, gelu
+from minisparse.mlx.ops import abstopk, gelu
 
 
 def sae_forward(x: mx.array, params: dict, k: int, prefix: str = "") -> tuple[mx.array, mx.array, mx.array]:

@@ -128,11 +128,10 @@ class Task:
 
 def prompts_to_idx(prompts: list[str], n_ctx: int) -> np.ndarray:
     """Prompts as model input [n, T], each ending at the last position (see `Task.batch`)."""
-    encoded = [data.encode(p) for p in prompts]
-    T = min(n_ctx, max((len(e) for e in encoded), default=1))
+    encoded = [data.encode(p)[-n_ctx:] for p in prompts]       # a prompt longer than n_ctx loses its first bytes
+    T = max((len(e) for e in encoded), default=1)
     idx = np.full((len(prompts), T), data.SEP, dtype=np.int64)
     for row, e in zip(idx, encoded):
-        e = e[-T:]
         row[T - len(e):] = e
     return idx
 
