@@ -58,7 +58,14 @@ def wider(d_model: int) -> tuple[ModelConfig, float]:
 
 
 def lever(name: str, seed: int) -> tuple[ModelConfig, object]:
-    """(model config, train config) of a lever at `seed`."""
+    """(model config, train config) of a lever at `seed`; "a+b" applies lever a, then lever b."""
+    if "+" in name:
+        model_cfg, train_cfg = lever(name.split("+")[0], seed)
+        for part in name.split("+")[1:]:
+            model_part, train_part = lever(part, seed)
+            model_cfg = dataclasses.replace(model_cfg, **_changed(BASE_MODEL, model_part))
+            train_cfg = dataclasses.replace(train_cfg, **_changed(lever("recipe", seed)[1], train_part))
+        return model_cfg, train_cfg
     train_cfg = dataclasses.replace(BASE_TRAIN, weight_density=HEADLINE, seed=seed)
     if name == "dense":
         return BASE_MODEL, dataclasses.replace(train_cfg, weight_density=1.0)
@@ -77,6 +84,12 @@ def lever(name: str, seed: int) -> tuple[ModelConfig, object]:
         return BASE_MODEL, dataclasses.replace(train_cfg, task_examples=int(name[5:]))
     raise SystemExit(f"levers.py: error: unknown lever {name!r}; try recipe, bigram, width192, steps6000, lr4e-2, "
                      "tasks8000 or dense")
+
+
+def _changed(base, cfg) -> dict:
+    """The fields of a config that differ from `base`'s."""
+    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+            if getattr(cfg, f.name) != getattr(base, f.name)}
 
 
 def run_lever(name: str, root: Path) -> dict:
@@ -128,7 +141,8 @@ def table(root: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("levers", nargs="*", help="recipe, bigram, width192, steps6000, lr4e-2, tasks8000, ...")
+    parser.add_argument("levers", nargs="*", help="recipe, bigram, width192, steps6000, lr4e-2, tasks8000, ..., or "
+                        "combinations such as steps6000+tasks8000")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--root", default=str(Path.home() / ".cache" / "minisparse" / "levers"))
     parser.add_argument("--table", action="store_true", help="print the table of every lever trained so far")
