@@ -81,7 +81,7 @@ def replace_atomically(path: Path, write) -> Path:
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
-    return replace_atomically(path, lambda tmp: tmp.write_text(text))
+    return replace_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def write_json_atomic(path: Path, obj) -> Path:
@@ -89,11 +89,23 @@ def write_json_atomic(path: Path, obj) -> Path:
 
 
 def remove_stale_temps(run_dir: Path) -> list[Path]:
-    """Remove the temporary files that killed writers left (`.<name>.tmp-<pid>`); call it holding the lock."""
-    stale = [p for p in Path(run_dir).glob(".*.tmp-*") if p.is_file()]
+    """Remove the temporary files that killed writers left (`.<name>.tmp-<pid>`, the pid no longer running)."""
+    stale = [p for p in Path(run_dir).glob(".*.tmp-*") if p.is_file() and not _running(p.name.rpartition("-")[2])]
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
+
+
+def _running(pid: str) -> bool:
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:     # alive, someone else's
+        return True
+    return True
 
 
 @contextlib.contextmanager

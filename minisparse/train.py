@@ -75,11 +75,11 @@ def _validate(trainer, data: np.ndarray, model_cfg: ModelConfig, train_cfg: Trai
     return float(np.mean([trainer.eval_loss(x, y) for x, y in batches]))
 
 
-def _checkpoint(trainer, out: Path, model_cfg, train_cfg, step: int, fingerprint: str, keep: bool) -> None:
+def _checkpoint(trainer, out: Path, model_cfg, train_cfg, step: int, meta: dict, keep: bool) -> None:
     # The optimizer file of this step, then the model file (whose step a resume trusts), then the older optimizer
     # files: killed anywhere, the model file's step has its optimizer file beside it. A kept copy is written first,
     # so a run killed before the model file re-writes it on resume rather than missing it.
-    params, meta = trainer.numpy_params(), {"corpus_fingerprint": fingerprint}
+    params = trainer.numpy_params()
     if keep:
         write_checkpoint(model_cfg, params, out / kept_checkpoint_file(step), step=step, train_config=train_cfg,
                          metadata=meta)
@@ -126,7 +126,7 @@ def _train_locked(model_cfg, train_cfg, out, backend, resume, until, corpus, pro
     if train_cfg.task_examples:
         corpus = with_task_examples(corpus, BUILTIN_TASKS, train_cfg.task_examples, TASK_EXAMPLES_SEED)
     until = train_cfg.steps if until is None else min(until, train_cfg.steps)
-    start, params, opt_state = 0, None, None
+    start, params, opt_state, lr_changes = 0, None, None, []
     if resume and (out / MODEL_FILE).exists():
         saved_cfg, params, meta = read_checkpoint(out / MODEL_FILE)
         try:
@@ -144,9 +144,14 @@ def _train_locked(model_cfg, train_cfg, out, backend, resume, until, corpus, pro
             raise ValueError(f"cannot resume {out}: the training corpus changed since it was written (fingerprint "
                              f"{meta.get('corpus_fingerprint')} vs {corpus.fingerprint}: a different Python version?)")
         start = int(meta.get("step", 0))
+        # the record of every learning-rate change on resume: the configs say the LR now, this what it was before
+        lr_changes = json.loads(meta.get("lr_changes", "[]"))
+        if saved_train.get("lr", train_cfg.lr) != train_cfg.lr:
+            lr_changes.append([start, train_cfg.lr])
         opt_path = optimizer_path(out, start)
         opt_state = load_optimizer(opt_path, model_cfg, step=start)
-        remove_optimizer_files_except(opt_path)      # a kill after the model file left the older one
+        if main:
+            remove_optimizer_files_except(opt_path)  # a kill after the model file left the older one
     elif (out / MODEL_FILE).exists():
         raise FileExistsError(f"{out / MODEL_FILE} already exists: pass --resume to continue it, or choose a new "
                               "output directory")
@@ -178,7 +183,9 @@ def _train_locked(model_cfg, train_cfg, out, backend, resume, until, corpus, pro
                 log.write(json.dumps(record) + "\n")
                 log.flush()  # so a plot or `tail -f` can follow the run
                 if main and (done % train_cfg.checkpoint_every == 0 or done == until):
-                    _checkpoint(trainer, out, model_cfg, train_cfg, done, corpus.fingerprint, keep_checkpoints)
+                    meta = {"corpus_fingerprint": corpus.fingerprint,
+                            **({"lr_changes": json.dumps(lr_changes)} if lr_changes else {})}
+                    _checkpoint(trainer, out, model_cfg, train_cfg, done, meta, keep_checkpoints)
                 now = time.perf_counter()
                 rate, tick = tokens_per_step / (now - tick), now
                 speed = rate if speed is None else 0.9 * speed + 0.1 * rate

@@ -55,14 +55,15 @@ def _made_by(path: Path) -> dict | None:
     except CheckpointError:   # not a match: a half-copied file, another program's file
         return None
     return {"config": config.to_dict(), "train_config": train_config.to_dict() if train_config else None,
-            "corpus": meta.get("corpus_fingerprint"), "step": int(meta.get("step", 0))}
+            "corpus": meta.get("corpus_fingerprint"), "step": int(meta.get("step", 0)),
+            "lr_changes": meta.get("lr_changes")}
 
 
 def find_run(model_cfg: ModelConfig, train_cfg: TrainConfig, fingerprint: str, search=()) -> Path | None:
     """A finished run directory under any of the `search` folders whose checkpoint was made with exactly these configs,
     on this corpus, to its last step; None if there is none."""
     want = {"config": model_cfg.to_dict(), "train_config": train_cfg.to_dict(), "corpus": fingerprint,
-            "step": train_cfg.steps}
+            "step": train_cfg.steps, "lr_changes": None}     # a run resumed with another LR is not this recipe
     for folder in search:
         for path in sorted(Path(folder).glob(f"**/{MODEL_FILE}")):
             if _made_by(path) == want:

@@ -148,8 +148,10 @@ def test_stale_temporary_files_are_removed_when_a_run_starts(tmp_path):
     train(CFG, TCFG, tmp_path, corpus=CORPUS, progress=False, until=2)
     stale = tmp_path / f".{optimizer_file(4)}.tmp-999999"      # what a writer killed mid-file leaves
     stale.write_bytes(b"half a file")
+    live = tmp_path / f".c.json.tmp-{os.getpid()}"             # another process's write, still going on
+    live.write_bytes(b"being written")
     train(CFG, TCFG, tmp_path, resume=True, corpus=CORPUS, progress=False)
-    assert not stale.exists()
+    assert not stale.exists() and live.exists()
 
 
 def test_resume_names_the_settings_that_differ_and_allows_a_new_learning_rate(tmp_path):
@@ -160,7 +162,13 @@ def test_resume_names_the_settings_that_differ_and_allows_a_new_learning_rate(tm
     lower = dataclasses.replace(TCFG, lr=5e-3)
     result = train(CFG, lower, tmp_path, resume=True, corpus=CORPUS, progress=False)
     assert result.step == TCFG.steps
-    assert json.loads(read_checkpoint(tmp_path / MODEL_FILE)[2]["train_config"])["lr"] == 5e-3
+    meta = read_checkpoint(tmp_path / MODEL_FILE)[2]
+    assert json.loads(meta["train_config"])["lr"] == 5e-3
+    assert json.loads(meta["lr_changes"]) == [[4, 5e-3]]           # the history is kept, not rewritten
+    from minisparse.zoo import find_run
+    assert find_run(CFG, lower, CORPUS.fingerprint, [tmp_path]) is None    # not a run of the lower-LR recipe
+    train(CFG, lower, tmp_path / "clean", corpus=CORPUS, progress=False)
+    assert find_run(CFG, lower, CORPUS.fingerprint, [tmp_path]) == tmp_path / "clean"
 
 
 def test_damaged_lines_in_the_metrics_log_do_not_block_resume(tmp_path):

@@ -100,3 +100,12 @@ def test_the_patch_command_prints_its_report(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "activation patching: the circuit's 2 nodes" in out and "Spearman" in out
     assert "L0.v[3]" in out and "direct logit attribution" in out
+
+
+def test_pairs_are_only_drawn_where_the_two_prompts_align():
+    aligned = Pairs.from_task(get_task("paren_or_bracket"), 8, CFG.n_ctx)
+    assert aligned.clean.shape == aligned.corrupt.shape
+    pad = 0                                         # data.SEP: the padding byte
+    assert np.array_equal(aligned.clean == pad, aligned.corrupt == pad)        # same length, row by row
+    with pytest.raises(ValueError, match="'while_return_true'.*equal length"):
+        Pairs.from_task(get_task("while_return_true"), 8, CFG.n_ctx)       # `while True` / `return True`

@@ -95,7 +95,9 @@ def test_a_screenshot_of_the_page(page, tmp_path):
 def test_text_from_the_corpus_cannot_close_the_script_early():
     from minisparse.circuits.viewer import viewer_html
 
-    data = {"title": "t</script>", "columns": [], "nodes": {"L0.q[0]": {"contexts": [["x</script><b>", 1.0]]}},
+    data = {"title": "t</script>", "columns": [], "nodes": {"L0.q[0]": {"contexts": [["<!--<script>x</script>", 1.0]]}},
             "edges": [], "wmax": 1.0, "heads": []}
     html = viewer_html(data)
-    assert html.count("</script>") == 1 and "<\\/script><b>" in html
+    script = html[html.index("const DATA"):html.index("</script>")]
+    assert "<" not in script.split("\n")[0] and html.count("</script>") == 1
+    assert json.loads(script.split("= ", 1)[1].split(";\n", 1)[0]) == data     # the payload reads back whole

@@ -10,7 +10,7 @@ edges.py    which weights connect the kept nodes
 controls.py the same pruning on a random model and on shuffled labels (is the circuit more than pruning can fake?)
 circuit.py  the Circuit dataclass, JSON in and out
 __init__.py prune_report (what `minisparse prune` runs: load, prune, controls, summary, JSON); tables of many
-            circuits are `minisparse reproduce`'s report (minisparse.report)
+            circuits are `minisparse reproduce`'s report (minisparse.reproduce.report)
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from minisparse.data import encode
 from minisparse.params import RMS_EPS, site_sizes
 from minisparse.tasks.task import prompts_to_idx
 
@@ -38,8 +39,15 @@ class Pairs:
 
     @classmethod
     def from_task(cls, task, n: int, n_ctx: int, split: str = "test", seed: int = 0) -> Pairs:
-        """`n` pairs of `task`; in half of them the clean prompt is the one with answer 0, in half answer 1."""
-        pairs = [pair if i % 2 == 0 else pair[::-1] for i, pair in enumerate(task.pairs(n, split, seed))]
+        """`n` pairs of `task` whose two prompts have the same length, so that position t of one is position t of the
+        other (patching is position by position); in half of them the clean prompt is the one with answer 0. A task
+        whose pairs never align (`while True` / `return True`) is refused."""
+        aligned = [p for p in task.pairs(4 * n, split, seed) if len(encode(p[0].prompt)) == len(encode(p[1].prompt))]
+        if len(aligned) < n:
+            raise ValueError(f"task {task.name!r}: {len(aligned)} of {4 * n} contrastive pairs have prompts of equal "
+                             f"length, {n} needed: patching position by position needs aligned prompts; choose a task "
+                             "whose two prompts differ only in the bytes that decide the answer")
+        pairs = [pair if i % 2 == 0 else pair[::-1] for i, pair in enumerate(aligned[:n])]
         idx = prompts_to_idx([ex.prompt for pair in pairs for ex in pair], n_ctx)       # one T for both halves
         ids = np.asarray(task.answer_ids)
         return cls(idx[0::2], idx[1::2], ids[[a.answer for a, _ in pairs]], ids[[b.answer for _, b in pairs]])

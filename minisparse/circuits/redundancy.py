@@ -63,7 +63,7 @@ def disjoint_circuits(model, task, *, max_circuits: int = 5, solved: float = SOL
                       **prune_kwargs) -> list[Circuit]:
     """Circuits pruned one after another, each with every earlier circuit's nodes forbidden, until the model (with those
     nodes ablated) no longer solves the task on held-out prompts, pruning misses its target, or `max_circuits`."""
-    means = ablation_means(model, prune_kwargs.pop("ablation", "mean"), seed)
+    means = ablation_means(model, prune_kwargs.get("ablation", "mean"), seed)
     n_ctx = model.config.n_ctx
     data = TaskData.from_task(task, prune_kwargs.pop("n_examples", N_EXAMPLES), n_ctx, "train", seed)
     eval_data = TaskData.from_task(task, prune_kwargs.pop("n_eval", N_EVAL), n_ctx, "test", seed)

@@ -47,8 +47,8 @@ def viewer_data(model, circuit: Circuit, task, n_contexts: int = 3) -> dict:
 
 def viewer_html(data: dict) -> str:
     page = files("minisparse.circuits").joinpath("viewer.html").read_text(encoding="utf-8")
-    # JSON inside a <script>: "</" must not close the element early
-    payload = json.dumps(data, ensure_ascii=False).replace("</", "<\\/")
+    # JSON inside a <script>: no "<" at all, so no text from the corpus can close the element or open a comment
+    payload = json.dumps(data, ensure_ascii=False).replace("<", "\\u003c")
     return page.replace("/*DATA*/null", payload).replace("TITLE", data["title"].replace("<", "&lt;"), 1)
 
 
@@ -76,6 +76,9 @@ def screenshot(html: Path, png: Path, size: tuple[int, int] = (1600, 1000)) -> s
     import tempfile
 
     with tempfile.TemporaryDirectory() as profile:
-        return subprocess.run(chromium_command(f"--user-data-dir={profile}", f"--window-size={size[0]},{size[1]}",
-                                               f"--screenshot={Path(png).resolve()}", Path(html).resolve().as_uri()),
-                              capture_output=True, text=True, timeout=120)
+        try:
+            command = chromium_command(f"--user-data-dir={profile}", f"--window-size={size[0]},{size[1]}",
+                                       f"--screenshot={Path(png).resolve()}", Path(html).resolve().as_uri())
+            return subprocess.run(command, capture_output=True, text=True, timeout=120)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError("Chromium did not finish the screenshot within 120 s") from None
