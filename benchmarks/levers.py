@@ -107,7 +107,7 @@ def run_lever(name: str, root: Path) -> dict:
         clock.write_text(str(spent + time.perf_counter() - start))
     experiment = Experiment(densities=(1.0,), seeds=(0,))
     steps = kept_checkpoints(run_dir)
-    wanted = steps if name == "dense" else {train_cfg.steps: steps[train_cfg.steps]}
+    wanted = steps if train_cfg.weight_density == 1 else {train_cfg.steps: steps[train_cfg.steps]}  # dense: all
     evals = {step: evaluate_job(experiment, str(path), str(root / "evals" / f"{name}@{step}.json"))
              for step, path in wanted.items()}
     result = {"lever": name, "density": train_cfg.weight_density, "d_model": model_cfg.d_model,
@@ -121,20 +121,30 @@ def solved(evaluation: dict) -> list[str]:
     return sorted(t for t, loss in evaluation["task_loss"].items() if loss <= 0.3)
 
 
+def reference(root: Path, lever_name: str) -> str:
+    """The dense run a lever is matched against: trained on the same text ("dense+tasks8000" for a lever that mixes in
+    8,000 examples per task, when it has been trained), else the recipe's dense run."""
+    data = [part for part in lever_name.split("+") if part.startswith("tasks")]
+    name = "+".join(["dense", *data])
+    return name if (root / f"{name}.json").exists() else "dense"
+
+
 def table(root: Path) -> str:
-    dense = json.loads((root / "dense.json").read_text())
-    dense_vals = {s: e["val_loss"] for s, e in dense["evals"].items()}
-    rows = ["| lever | d_model, density | tasks solved (sparse) | matched dense: step, tasks solved | "
-            "val bits/byte | train minutes |", "|---|---|---|---|---|---|"]
+    rows = ["| lever | d_model, density | tasks solved (sparse) | matched dense: run@step, tasks solved | both solve | "
+            "val bits/byte | train minutes |", "|---|---|---|---|---|---|---|"]
     for path in sorted(root.glob("*.json")):
         r = json.loads(path.read_text())
-        if r["lever"] == "dense":
+        if r["density"] == 1:
             continue
+        ref = reference(root, r["lever"])
+        dense = json.loads((root / f"{ref}.json").read_text())
+        dense_vals = {s: e["val_loss"] for s, e in dense["evals"].items()}
         final = r["evals"][str(r["steps"])]
         match = closest_loss(final["val_loss"], dense_vals)
         mins = f"{r['seconds'] / 60:.0f}" if r["seconds"] else "?"
         rows.append(f"| {r['lever']} | {r['d_model']}, 1/{1 / r['density']:.1f} | {len(solved(final))}: "
-                    f"{', '.join(solved(final))} | {match}, {len(solved(dense['evals'][match]))} | "
+                    f"{', '.join(solved(final))} | {ref}@{match}, {len(solved(dense['evals'][match]))} | "
+                    f"{len(set(solved(final)) & set(solved(dense['evals'][match])))} | "
                     f"{final['val_loss'] / math.log(2):.3f} | {mins} |")
     return "\n".join(rows)
 
