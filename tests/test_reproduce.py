@@ -338,3 +338,18 @@ def test_the_report_writes_a_viewer_page_for_every_real_circuit_and_the_best_one
     assert page.startswith("<!DOCTYPE html>") and f'"title": "{task}:' in page
     others = [p for p in (out / "circuits").rglob("*.html") if p != layout.viewer_file(point, task)]
     assert others == []                                         # no page for a circuit that is not real
+
+
+def test_the_longer_recipe_of_the_docs_runs_at_tiny_scale(tmp_path, monkeypatch):
+    # docs/results.md, "A longer recipe": a preset registered at run time, with more steps and more task text
+    import dataclasses
+
+    from minisparse.config import PRESETS
+    monkeypatch.setitem(PRESETS, "tiny-long", (PRESETS["tiny"][0],
+                                               dataclasses.replace(PRESETS["tiny"][1], steps=80, task_examples=50)))
+    results = rep.Reproduction(rep.Experiment(preset="tiny-long", densities=(1.0, 0.25), seeds=(0,),
+                                              tasks=("single_double_quote",), prune_steps=3), tmp_path, jobs=1,
+                               progress=False, log=lambda *a: None).run()
+    assert sorted(results["evaluations"]) == [f"{run}-s0@{step}" for run in ("1in4", "dense")
+                                              for step in (20, 40, 60, 80)]
+    assert results["preset"]["train"]["task_examples"] == 50
