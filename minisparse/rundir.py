@@ -62,16 +62,12 @@ def remove_optimizer_files_except(keep: Path) -> None:
             p.unlink(missing_ok=True)
 
 
-def temp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
 def replace_atomically(path: Path, write) -> Path:
     """Call `write(tmp)` to fill a temporary file beside `path`, then rename it onto `path`: a reader sees the old file
     or the new one, never half of one. The temporary file is removed if `write` fails."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")       # remove_stale_temps knows this name
     try:
         write(tmp)
         os.replace(tmp, path)
@@ -88,12 +84,11 @@ def write_json_atomic(path: Path, obj) -> Path:
     return write_text_atomic(path, json.dumps(obj, indent=1))
 
 
-def remove_stale_temps(run_dir: Path) -> list[Path]:
+def remove_stale_temps(run_dir: Path) -> None:
     """Remove the temporary files that killed writers left (`.<name>.tmp-<pid>`, the pid no longer running)."""
-    stale = [p for p in Path(run_dir).glob(".*.tmp-*") if p.is_file() and not _running(p.name.rpartition("-")[2])]
-    for p in stale:
-        p.unlink(missing_ok=True)
-    return stale
+    for p in Path(run_dir).glob(".*.tmp-*"):
+        if p.is_file() and not _running(p.name.rpartition("-")[2]):
+            p.unlink(missing_ok=True)
 
 
 def _running(pid: str) -> bool:

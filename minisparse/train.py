@@ -88,10 +88,10 @@ def _checkpoint(trainer, out: Path, model_cfg, train_cfg, step: int, meta: dict,
     remove_optimizer_files_except(out / optimizer_file(step))
 
 
-def _config_differences(saved: dict, wanted: dict) -> list[str]:
-    """'field: saved -> wanted' for every field that differs between two config dicts."""
+def _config_differences(saved: dict, wanted: dict, allowed=()) -> list[str]:
+    """'field: saved -> wanted' for every field outside `allowed` that differs between two config dicts."""
     return [f"{k}: {saved.get(k)!r} -> {wanted.get(k)!r}" for k in sorted(set(saved) | set(wanted))
-            if saved.get(k) != wanted.get(k)]
+            if saved.get(k) != wanted.get(k) and k not in allowed]
 
 
 def train(model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir, *, backend: str = "numpy", resume: bool = False,
@@ -133,9 +133,8 @@ def _train_locked(model_cfg, train_cfg, out, backend, resume, until, corpus, pro
             saved_train = json.loads(meta.get("train_config") or "{}")
         except ValueError:
             saved_train = {}
-        differ = _config_differences(saved_cfg.to_dict(), model_cfg.to_dict()) + [
-            d for d in _config_differences(saved_train, train_cfg.to_dict())
-            if d.split(":")[0] not in CHANGEABLE_ON_RESUME]
+        differ = (_config_differences(saved_cfg.to_dict(), model_cfg.to_dict())
+                  + _config_differences(saved_train, train_cfg.to_dict(), CHANGEABLE_ON_RESUME))
         if differ:
             raise ValueError(f"cannot resume {out}: these settings differ from its checkpoint's: {'; '.join(differ)}"
                              f". Resume with the checkpoint's settings (only {', '.join(CHANGEABLE_ON_RESUME)} may "

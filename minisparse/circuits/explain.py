@@ -95,32 +95,37 @@ def explain(model, circuit: Circuit, task, *, n_contexts: int = 5, n_windows: in
     setting (mean or zero; `means` may pass precomputed ones) on `eval_data`, default the held-out prompts the
     circuit's sufficiency was measured on.
     """
-    from minisparse.params import site_sizes
-
     settings = circuit.settings
     means = means if means is not None else ablation_means(model, settings.get("ablation", "mean"),
                                                            settings.get("seed", 0))
     eval_data = eval_data if eval_data is not None else TaskData.from_task(
         task, settings.get("n_eval", 64), model.config.n_ctx, "test", settings.get("seed", 0))
-    sizes = site_sizes(model.config)
-    kept = mask_from_nodes(circuit.nodes, sizes)
-    base_circuit = task_loss(model, eval_data, gates_from_mask(kept, means))
-    base_model = task_loss(model, eval_data)
+    in_circuit = node_ablations(model, circuit.nodes, eval_data, means, within=circuit.nodes)
+    in_model = node_ablations(model, circuit.nodes, eval_data, means)
     contexts, rates = top_contexts(model, circuit.nodes, n_contexts=n_contexts, n_windows=n_windows, data=data,
                                    seed=seed)
-    out = []
-    for name in circuit.nodes:
+    return [NodeExplanation(node=name, contexts=contexts[name], firing_rate=rates[name],
+                            delta_in_circuit=in_circuit[name], delta_in_model=in_model[name],
+                            reads=sorted({s for s, d, _ in circuit.edges if d == name}),
+                            writes=sorted({d for s, d, _ in circuit.edges if s == name}))
+            for name in circuit.nodes]
+
+
+def node_ablations(model, nodes, data: TaskData, means: dict, within=None) -> dict[str, float]:
+    """{node: the task loss on `data` with that node alone ablated (to `means`) − without}, inside the circuit of the
+    nodes `within` (everything else already ablated), or inside the full model when `within` is None."""
+    from minisparse.params import site_sizes
+
+    sizes = site_sizes(model.config)
+    kept = (mask_from_nodes(within, sizes) if within is not None
+            else {key: np.ones(n) for key, n in sizes.items()})
+    base = task_loss(model, data, gates_from_mask(kept, means) if within is not None else None)
+    out = {}
+    for name in nodes:
         key, i = parse_node(name)
-        without = {k: m.copy() for k, m in kept.items()}
+        without = {key: kept[key].copy()} if within is None else {k: m.copy() for k, m in kept.items()}
         without[key][i] = 0.0
-        alone = {key: np.ones(sizes[key])}
-        alone[key][i] = 0.0
-        out.append(NodeExplanation(
-            node=name, contexts=contexts[name], firing_rate=rates[name],
-            delta_in_circuit=task_loss(model, eval_data, gates_from_mask(without, means)) - base_circuit,
-            delta_in_model=task_loss(model, eval_data, gates_from_mask(alone, means)) - base_model,
-            reads=sorted({s for s, d, _ in circuit.edges if d == name}),
-            writes=sorted({d for s, d, _ in circuit.edges if s == name})))
+        out[name] = task_loss(model, data, gates_from_mask(without, means)) - base
     return out
 
 

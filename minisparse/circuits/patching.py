@@ -26,6 +26,10 @@ from minisparse.data import encode
 from minisparse.params import RMS_EPS, site_sizes
 from minisparse.tasks.task import prompts_to_idx
 
+from .explain import node_ablations
+from .masks import ablation_means, parse_node
+from .prune import N_EVAL, TaskData
+
 
 @dataclass(frozen=True)
 class Pairs:
@@ -63,8 +67,6 @@ def logit_diff(logits: np.ndarray, pairs: Pairs) -> np.ndarray:
 def patch_nodes(model, pairs: Pairs, nodes) -> float:
     """The share of the mean logit difference restored on the corrupt prompts when `nodes` take their values from the
     clean run, at every position. A node is "L{l}.{site}[i]", or a whole hook key ("L0.resid_pre": the embeddings)."""
-    from .masks import parse_node
-
     by_site: dict[str, list[int] | slice] = {}
     for name in nodes:
         if "[" not in name:
@@ -128,20 +130,6 @@ def direct_logit_attribution(model, pairs: Pairs) -> tuple[dict[str, np.ndarray]
     return parts, bigram, logit_diff(logits, pairs)
 
 
-def single_node_ablations(model, nodes, task, n: int = 64, seed: int = 0) -> dict[str, float]:
-    """{node: held-out task loss with that node alone mean-ablated in the full model − the full model's}."""
-    from .masks import ablation_means, gates_from_mask, mask_from_nodes
-    from .prune import TaskData, task_loss
-
-    data = TaskData.from_task(task, n, model.config.n_ctx, "test", seed)
-    means, sizes = ablation_means(model, "mean", seed), site_sizes(model.config)
-    base, out = task_loss(model, data), {}
-    for node in nodes:
-        keep = {key: 1.0 - m for key, m in mask_from_nodes([node], sizes).items()}      # everything but the node
-        out[node] = task_loss(model, data, gates_from_mask(keep, means)) - base
-    return out
-
-
 def rank_correlation(a, b) -> float:
     """Spearman's rank correlation of two equally long sequences (ties broken by order)."""
     ra, rb = (np.argsort(np.argsort(np.asarray(x, dtype=np.float64))) for x in (a, b))
@@ -154,7 +142,8 @@ def patch_report(model, circuit, task, n_pairs: int = 32, seed: int = 0) -> dict
     attribution by writer, all on held-out contrastive pairs."""
     pairs = Pairs.from_task(task, n_pairs, model.config.n_ctx, "test", seed)
     scores = attribution_scores(model, pairs)
-    ablations = single_node_ablations(model, circuit.nodes, task, seed=seed)
+    data = TaskData.from_task(task, N_EVAL, model.config.n_ctx, "test", seed)
+    ablations = node_ablations(model, circuit.nodes, data, ablation_means(model, "mean", seed))
     nodes = sorted(circuit.nodes, key=lambda n: -abs(scores[n]))
     parts, bigram, ld = direct_logit_attribution(model, pairs)
     return {"restored": patch_nodes(model, pairs, circuit.nodes), "n_pairs": n_pairs,

@@ -67,12 +67,17 @@ class TaskData:
         return TaskData(self.idx, np.asarray(labels, dtype=np.int64), self.answer_ids, self.tokens)
 
 
-def binary_task_loss(last_logits: np.ndarray, labels: np.ndarray, answer_ids) -> tuple[float, np.ndarray]:
-    """[B, V] logits at the last position, [B] labels -> (mean loss, [B] dL/dz) with z = logit[a1] − logit[a0]."""
+def _signed_margins(last_logits: np.ndarray, labels: np.ndarray, answer_ids) -> tuple[np.ndarray, np.ndarray]:
+    """([B] sign, [B] s = sign·z) with z = logit[a1] − logit[a0]: each prompt's loss is softplus(s)."""
     a0, a1 = (int(a) for a in answer_ids)
     z = last_logits[:, a1].astype(np.float64) - last_logits[:, a0]
     sign = 1.0 - 2.0 * np.asarray(labels, dtype=np.float64)        # +1 for answers[0], −1 for answers[1]
-    s = sign * z
+    return sign, sign * z
+
+
+def binary_task_loss(last_logits: np.ndarray, labels: np.ndarray, answer_ids) -> tuple[float, np.ndarray]:
+    """[B, V] logits at the last position, [B] labels -> (mean loss, [B] dL/dz) with z = logit[a1] − logit[a0]."""
+    sign, s = _signed_margins(last_logits, labels, answer_ids)
     loss = float(np.logaddexp(0.0, s).mean())                       # softplus, overflow-free
     dz = sign * 0.5 * (1.0 + np.tanh(0.5 * s)) / len(s)             # d softplus(s)/ds = σ(s)
     return loss, dz
@@ -82,9 +87,7 @@ def task_losses(model, data: TaskData, gates: dict | None = None) -> np.ndarray:
     """[B] the task loss of each prompt of `data`, for `model` (NumPy or MLX) with the given gates {site: (g, μ)}
     (None: the full model): softplus of the signed logit difference of the two answers."""
     last = np.asarray(model.forward(data.idx, gates))[:, -1, :]
-    a0, a1 = (int(a) for a in data.answer_ids)
-    sign = 1.0 - 2.0 * np.asarray(data.labels, dtype=np.float64)
-    return np.logaddexp(0.0, sign * (last[:, a1].astype(np.float64) - last[:, a0]))
+    return np.logaddexp(0.0, _signed_margins(last, data.labels, data.answer_ids)[1])
 
 
 def task_loss(model, data: TaskData, gates: dict | None = None) -> float:

@@ -19,7 +19,7 @@ from minisparse.config import ModelConfig, TrainConfig
 from minisparse.data import Corpus, load_corpus
 from minisparse.rundir import MODEL_FILE
 from minisparse.tasks import TASK_EXAMPLES_SEED, with_task_examples
-from minisparse.zoo import _made_by, default_search, trained_run
+from minisparse.zoo import default_search, made_by, trained_run
 
 _LESSON_MODEL = ModelConfig(vocab_size=256, n_ctx=64, d_model=64, n_layer=2, n_head=4, d_head=16, d_mlp=256,
                             pos_emb="learned")
@@ -64,7 +64,7 @@ def reproduce_run(name: str, search=None) -> Path | None:
 
     run = Run(DENSITIES[name], 0).name
     for folder in default_search() if search is None else search:
-        made = _made_by(Path(folder) / "models" / run / MODEL_FILE)
+        made = made_by(Path(folder) / "models" / run / MODEL_FILE)
         if made is not None and made["train_config"] and made["step"] == made["train_config"]["steps"]:
             return Path(folder) / "models" / run
     return None
@@ -87,7 +87,7 @@ def lesson_model(name: str, fast: bool = False, steps: int | None = None, progre
 
 def describe(run: Path) -> str:
     """One line on what a run directory holds: its shape, training, density and text."""
-    made = _made_by(Path(run) / MODEL_FILE)
+    made = made_by(Path(run) / MODEL_FILE)
     if made is None:
         raise ValueError(f"no readable checkpoint in {run}")
     m, t = made["config"], made["train_config"] or {}
