@@ -8,12 +8,17 @@ permissions of any file the user saves (the umask's). Loading refuses, with a me
 that is not exactly right: a tensor or metadata entry that differs from its digest (corruption anywhere in the file),
 a NaN or inf weight, a missing or extra tensor, a wrong shape or dtype. Nothing is silently reshaped, cast or skipped.
 No pickle is ever read.
+
+A compact file (`compact=True`, format version 3: how the shipped zoo stores its sparse models) holds a mostly-zero
+tensor `name` as `name.nonzeros` (its nonzero values in row-major order) and `name.where` (one bit per entry,
+`np.packbits`); the digests are those of the full tensors, so the expanded tensors pass the same checks.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 
@@ -27,8 +32,11 @@ from .rundir import replace_atomically
 
 FORMAT = "minisparse"
 FORMAT_VERSION = "2"             # 2 added the digests; version 1 files (no digests) still load
-READABLE_VERSIONS = ("1", "2")
+COMPACT_VERSION = "3"            # 3 added compact tensors
+READABLE_VERSIONS = ("1", "2", "3")
 DIGEST = "sha256"                # the metadata key of the digests
+COMPACT = "compact"              # the metadata key listing the compact tensors
+NONZEROS, WHERE = ".nonzeros", ".where"
 
 
 class CheckpointError(ValueError):
@@ -56,13 +64,32 @@ def _file_mode() -> int:
     return 0o666 & ~umask
 
 
-def _write_atomic(tensors: dict[str, np.ndarray], path: Path, metadata: dict[str, str]) -> None:
+def _compacted(tensors: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], list[str]]:
+    """(the tensors as they will read back, as they are stored, the names of the compact ones): every mostly-zero
+    matrix is stored as its nonzeros and a bit per entry, its zeros all +0.0 (a masked weight is often -0.0)."""
+    full, stored, names = dict(tensors), {}, []
+    for name, t in tensors.items():
+        where = t.ravel() != 0
+        if t.ndim == 2 and where.mean() < 0.5:       # the bits cost 1/32 of the dense size: worth it below 1/2
+            full[name] = np.where(t == 0, np.float32(0), t)
+            stored[name + NONZEROS] = t.ravel()[where]
+            stored[name + WHERE] = np.packbits(where)
+            names.append(name)
+        else:
+            stored[name] = t
+    return full, stored, names
+
+
+def _write_atomic(tensors: dict[str, np.ndarray], path: Path, metadata: dict[str, str], compact: bool = False) -> None:
     tensors = {n: np.ascontiguousarray(t, dtype=np.float32) for n, t in tensors.items()}
-    metadata = {**metadata, "format_version": FORMAT_VERSION}
+    tensors, stored, names = _compacted(tensors) if compact else (tensors, tensors, [])
+    metadata = {**metadata, "format_version": COMPACT_VERSION if compact else FORMAT_VERSION}
+    if compact:
+        metadata[COMPACT] = json.dumps(names)
     metadata[DIGEST] = _digests(tensors, metadata)
 
     def write(tmp: Path) -> None:
-        save_file(tensors, str(tmp), metadata)
+        save_file(stored, str(tmp), metadata)
         os.chmod(tmp, _file_mode())
 
     try:
@@ -71,20 +98,22 @@ def _write_atomic(tensors: dict[str, np.ndarray], path: Path, metadata: dict[str
         raise CheckpointError(f"could not write {path}: {e}; the previous file there, if any, is intact") from None
 
 
-def save(model, path, *, step: int = 0, train_config=None, metadata: dict[str, str] | None = None) -> Path:
+def save(model, path, *, step: int = 0, train_config=None, metadata: dict[str, str] | None = None,
+         compact: bool = False) -> Path:
     """Write `model` (NumPy or MLX) to a safetensors checkpoint at `path`, atomically."""
     return write_checkpoint(model.config, model.numpy_params(), path, step=step, train_config=train_config,
-                            metadata=metadata)
+                            metadata=metadata, compact=compact)
 
 
 def write_checkpoint(config: ModelConfig, params: dict[str, np.ndarray], path, *, step: int = 0, train_config=None,
-                     metadata: dict[str, str] | None = None) -> Path:
-    """Write a config and its flat parameter dict as a checkpoint, atomically."""
+                     metadata: dict[str, str] | None = None, compact: bool = False) -> Path:
+    """Write a config and its flat parameter dict as a checkpoint, atomically; `compact` stores each mostly-zero matrix
+    as its nonzeros and a bit per entry."""
     path = Path(path)
     meta = {"format": FORMAT, "config": config.to_json(), "step": str(int(step)),
             "train_config": train_config.to_json() if train_config is not None else ""}
     meta.update(metadata or {})
-    _write_atomic(params, path, meta)
+    _write_atomic(params, path, meta, compact)
     return path
 
 
@@ -120,18 +149,52 @@ def _read_metadata(f, path: Path, fmt: str, what: str) -> tuple[dict[str, str], 
     return meta, stored["tensors"]
 
 
-def _read_tensors(f, path: Path, digests: dict[str, str] | None, expected: dict[str, tuple[int, ...]]
-                  ) -> dict[str, np.ndarray]:
-    slices = {name: f.get_slice(name) for name in f.keys()}
+def _compact_names(meta: dict[str, str], path: Path, expected: dict[str, tuple[int, ...]]) -> list[str]:
+    if COMPACT not in meta:
+        return []
     try:
-        check_shapes({name: sl.get_shape() for name, sl in slices.items()}, expected, "tensors")
+        names = json.loads(meta[COMPACT])
+        ok = isinstance(names, list) and all(isinstance(n, str) and len(expected.get(n, ())) == 2 for n in names)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise CheckpointError(f"{path}: its list of compact tensors is not a list of the model's matrices; the file "
+                              "is corrupt")
+    return names
+
+
+def _expand(f, path: Path, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A compact tensor, whole: its nonzeros put back where its bits say, after checking that the two agree."""
+    size = math.prod(shape)
+    bits = np.unpackbits(f.get_tensor(name + WHERE))
+    where = bits[:size].astype(bool)
+    nonzeros = f.get_tensor(name + NONZEROS)
+    if bits[size:].any() or len(nonzeros) != where.sum():
+        raise CheckpointError(f"{path}: tensor {name!r} marks {where.sum()} nonzeros but holds {len(nonzeros)}; the "
+                              "file is corrupt")
+    t = np.zeros(size, np.float32)
+    t[where] = nonzeros
+    return t.reshape(shape)
+
+
+def _read_tensors(f, path: Path, digests: dict[str, str] | None, expected: dict[str, tuple[int, ...]],
+                  compact: list[str] = ()) -> dict[str, np.ndarray]:
+    slices = {name: f.get_slice(name) for name in f.keys()}
+    layout = {name: shape for name, shape in expected.items() if name not in compact}
+    for name in compact:     # a compact tensor's bytes of bits are known; its nonzeros are checked against the bits
+        layout[name + WHERE] = ((math.prod(expected[name]) + 7) // 8,)
+        layout[name + NONZEROS] = tuple(slices[name + NONZEROS].get_shape()) if name + NONZEROS in slices else ()
+    try:
+        check_shapes({name: sl.get_shape() for name, sl in slices.items()}, layout, "tensors")
     except ValueError as e:
         raise CheckpointError(f"{path}: {e}") from None
-    for name in expected:
-        dtype = slices[name].get_dtype()
-        if dtype != "F32":
-            raise CheckpointError(f"{path}: tensor {name!r} has dtype {dtype}, expected F32 (float32)")
-    tensors = {name: f.get_tensor(name) for name in expected}
+    bits = {name + WHERE for name in compact}
+    for name in layout:
+        dtype, want = slices[name].get_dtype(), "U8" if name in bits else "F32"
+        if dtype != want:
+            raise CheckpointError(f"{path}: tensor {name!r} has dtype {dtype}, expected {want}")
+    tensors = {name: _expand(f, path, name, shape) if name in compact else f.get_tensor(name)
+               for name, shape in expected.items()}
     for name, t in tensors.items():
         if digests is not None and digests.get(name) != _sha256(t):
             raise CheckpointError(f"{path}: tensor {name!r} does not match the digest saved with it: the file is "
@@ -177,7 +240,8 @@ def read_checkpoint(path) -> tuple[ModelConfig, dict[str, np.ndarray], dict[str,
     path = Path(path)
     with _open(path, "checkpoint") as f:
         config, _, meta, digests = _configs(f, path)
-        params = _read_tensors(f, path, digests, param_shapes(config))
+        shapes = param_shapes(config)
+        params = _read_tensors(f, path, digests, shapes, _compact_names(meta, path, shapes))
     return config, params, meta
 
 

@@ -209,3 +209,73 @@ def test_a_file_without_digests_is_still_refused_when_a_weight_is_not_finite(tmp
     params["wte.weight"][2, :3] = [np.nan, np.inf, -np.inf]
     with pytest.raises(CheckpointError, match=facts("'wte.weight'", "3 NaN or inf")):
         read_checkpoint(_write_raw(tmp_path / "m.safetensors", params))   # format version 1: no digests
+
+
+# --- compact files: a mostly-zero matrix stored as its nonzeros and a bit per entry -----------------------------------
+
+def _compact(tmp_path, params=None):
+    params = sparse_params() if params is None else params
+    return write_checkpoint(CFG, params, tmp_path / "c.safetensors", compact=True), params
+
+
+def test_a_compact_file_reads_back_every_value_with_its_zeros_made_positive(tmp_path):
+    params = sparse_params()
+    params["blocks.0.mlp.up_proj.weight"][0, :2] = -0.0           # masking a negative weight leaves -0.0
+    path, _ = _compact(tmp_path, params)
+    _, loaded, meta = read_checkpoint(path)
+    compacted = json.loads(meta["compact"])
+    assert "blocks.0.mlp.up_proj.weight" in compacted and "blocks.0.norm1.weight" not in compacted
+    for name in params:
+        np.testing.assert_array_equal(loaded[name], params[name])      # equal values (-0.0 == 0.0) ...
+        assert not np.signbit(loaded[name][loaded[name] == 0]).any()    # ... and every zero stored as +0.0
+    from safetensors import safe_open
+    with safe_open(str(path), framework="numpy") as f:     # what is stored: the nonzeros and a bit per entry
+        w = params["blocks.0.mlp.up_proj.weight"]
+        assert f.get_slice("blocks.0.mlp.up_proj.weight.nonzeros").get_shape() == [np.count_nonzero(w)]
+        assert f.get_slice("blocks.0.mlp.up_proj.weight.where").get_shape() == [w.size // 8]
+
+
+def _rewrite(path, change):
+    """The file's tensors and metadata, with `change(tensors, metadata)` applied, written back as they are."""
+    from safetensors import safe_open
+    with safe_open(str(path), framework="numpy") as f:
+        tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata())
+    change(tensors, meta)
+    save_file(tensors, str(path), meta)
+    return path
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda t, m: t.update({"lm_head.weight.nonzeros": t["lm_head.weight.nonzeros"][:-1]}), "marks .* nonzeros"),
+    (lambda t, m: t.update({"lm_head.weight.where": t["lm_head.weight.where"][:-1]}), "'lm_head.weight.where'"),
+    (lambda t, m: t.update({"lm_head.weight.where": t["lm_head.weight.where"].astype(np.float32)}), "expected U8"),
+    (lambda t, m: t.update({"lm_head.weight.nonzeros": -t["lm_head.weight.nonzeros"]}), "does not match the digest"),
+    (lambda t, m: t.pop("lm_head.weight.where"), r"missing \['lm_head.weight.where'\]"),
+])
+def test_a_damaged_compact_tensor_is_refused_by_name(tmp_path, damage, message):
+    path, _ = _compact(tmp_path)
+    with pytest.raises(CheckpointError, match=message):
+        read_checkpoint(_rewrite(path, damage))
+
+
+def test_bits_that_claim_more_nonzeros_than_the_file_holds_are_refused(tmp_path):
+    def set_every_bit(t, m):
+        t["lm_head.weight.where"] = np.full_like(t["lm_head.weight.where"], 255)
+    path, _ = _compact(tmp_path)
+    with pytest.raises(CheckpointError, match="marks 128 nonzeros but holds"):
+        read_checkpoint(_rewrite(path, set_every_bit))
+
+
+def test_a_compact_list_that_names_no_matrix_of_the_model_is_refused(tmp_path):
+    from minisparse.checkpoint import _metadata_digest
+
+    def listing(listed):        # a file whose digests were recomputed after the list changed: the list itself is wrong
+        def change(t, m):
+            m["compact"] = listed
+            m["sha256"] = json.dumps({**json.loads(m["sha256"]), "metadata": _metadata_digest(m)})
+        return change
+
+    for listed in ('["blocks.0.norm1.weight"]', '"wte.weight"', "[1]", "not json"):
+        path, _ = _compact(tmp_path)
+        with pytest.raises(CheckpointError, match="list of compact tensors"):
+            read_checkpoint(_rewrite(path, listing(listed)))

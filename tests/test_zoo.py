@@ -39,7 +39,7 @@ def _count_trainings(monkeypatch):
         calls.append(kwargs.get("resume"))
         return train(*args, **kwargs)
 
-    monkeypatch.setattr(zoo, "train", counting)
+    monkeypatch.setattr(zoo.cache, "train", counting)
     return calls
 
 

@@ -22,11 +22,11 @@ import json
 import os
 from pathlib import Path
 
-from .checkpoint import CheckpointError, load, read_configs
-from .config import ModelConfig, TrainConfig
-from .data import Corpus, load_corpus
-from .rundir import METRICS_FILE, MODEL_FILE
-from .train import train
+from ..checkpoint import CheckpointError, load, read_configs
+from ..config import ModelConfig, TrainConfig
+from ..data import Corpus, load_corpus
+from ..rundir import METRICS_FILE, MODEL_FILE
+from ..train import train
 
 
 def cache_dir() -> Path:
