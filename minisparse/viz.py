@@ -235,3 +235,36 @@ def plot_edges_per_task(comparisons: list[dict], path=None):
     if path is not None:
         save_figure(fig, path)
     return fig
+
+
+def plot_targets(targets: dict[str, dict[str, list[dict]]], path=None):
+    """The paper's Figure 2 in miniature, one small panel per task: circuit edges (log) against the task loss pruning
+    had to reach, one curve per model ({task: {point: [{"target", "n_edges", "reached"}]}}); an open marker is a
+    target pruning did not reach."""
+    from matplotlib.figure import Figure
+
+    tasks = sorted(targets)
+    cols = min(3, len(tasks))
+    rows = -(-len(tasks) // cols)
+    fig = Figure(figsize=(3.4 * cols, 2.9 * rows))
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False).ravel())
+    for ax, task in zip(axes, tasks):
+        for i, (point, frontier) in enumerate(sorted(targets[task].items())):
+            xs, ys = [f["target"] for f in frontier], [max(1, f["n_edges"]) for f in frontier]
+            ax.plot(xs, ys, "-", color=f"C{i}", label=point)
+            for f, x, y in zip(frontier, xs, ys):
+                ax.plot(x, y, "o", color=f"C{i}", mfc=f"C{i}" if f["reached"] else "white")
+        ax.set_yscale("log")
+        ax.invert_xaxis()         # stricter targets to the right
+        ax.set_title(task, fontsize=9)
+        ax.set_xlabel("pruning target (task loss, nats)", fontsize=8)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel("circuit edges")
+    axes[0].legend(fontsize=7)
+    for ax in axes[len(tasks):]:
+        ax.axis("off")
+    fig.suptitle("Circuit size against the pruning target, dense (matched loss) and weight-sparse", fontsize=10)
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
+    return fig

@@ -357,3 +357,26 @@ def test_the_longer_recipe_of_the_docs_runs_at_tiny_scale(tmp_path, monkeypatch)
     assert sorted(results["evaluations"]) == [f"{run}-s0@{step}" for run in ("1in4", "dense")
                                               for step in (20, 40, 60, 80)]
     assert results["preset"]["train"]["task_examples"] == 50
+
+
+def test_the_headline_pair_gets_its_frontier_over_targets_and_its_disjoint_circuits(finished, tmp_path):
+    out, results = finished
+    results = copy.deepcopy(results)
+    (comparison,) = results["comparisons"]
+    matched = comparison["matched"]            # tiny models' circuits rarely pass the scorecard: count one by hand
+    matched["tasks"], matched["ratio"], matched["per_task"] = ["while_return_true"], 3.0, {
+        "while_return_true": {"dense_edges": 9, "sparse_edges": 3, "ratio": 3.0}}
+    reproduction = rep.Reproduction(tiny_experiment(), out, progress=False, log=lambda *a: None)
+    beyond = reproduction.beyond(results)
+    pair = (matched["sparse"], matched["dense"])
+    assert set(beyond["targets"]) == {"while_return_true"} and set(beyond["targets"]["while_return_true"]) == set(pair)
+    for frontier in beyond["targets"]["while_return_true"].values():
+        assert [f["target"] for f in frontier] == [0.3, 0.2, 0.15, 0.1, 0.05]
+    assert beyond["redundancy"]["task"] == "while_return_true" and set(beyond["redundancy"]) == {"task", *pair}
+    for point in pair:                                        # each cached in its own file, read back alike
+        assert json.loads((out / "circuits" / point / "while_return_true.targets.json").read_text()) == \
+            beyond["targets"]["while_return_true"][point]
+    text = report.results_markdown({**results, **beyond})
+    assert "## Circuit size against the pruning target" in text and "## Disjoint circuits for `while_return_true`" in text
+    matched["tasks"] = []                                     # nothing counted: nothing further to compute
+    assert reproduction.beyond(results) == {"targets": {}, "redundancy": {}}

@@ -114,3 +114,16 @@ def test_a_big_circuit_can_be_drawn_with_its_block_edges_or_its_strongest_edges_
     assert all(n in labels for n in c.nodes), "every node is still drawn"
     title = draw_circuit(c, embeddings=False, max_edges=2).axes[0].get_title()
     assert "8 edges not drawn" in title and "all but the 2 of largest |w|" in title
+
+
+def test_plot_targets_draws_one_panel_per_task_and_marks_missed_targets(tmp_path):
+    from minisparse.viz import plot_targets
+
+    frontier = [{"target": t, "n_edges": e, "reached": r} for t, e, r in ((0.3, 5, True), (0.1, 40, True),
+                                                                          (0.05, 90, False))]
+    fig = plot_targets({"a": {"dense": frontier, "sparse": frontier}, "b": {"dense": frontier}}, tmp_path / "t.png")
+    drawn = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in drawn] == ["a", "b"]
+    open_markers = [line for line in drawn[0].lines if line.get_markerfacecolor() == "white"]
+    assert len(open_markers) == 2                               # the missed target, once per curve
+    assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"

@@ -7,11 +7,11 @@ import time
 
 from ..config import preset
 from ..rundir import locked, write_json_atomic
-from .jobs import evaluate_job, prune_job, train_job
+from .jobs import evaluate_job, prune_job, redundancy_job, targets_job, train_job
 from .layout import Layout
 from .plan import Experiment, Run
 from .pool import logged_steps, run_jobs
-from .report import write_report
+from .report import best_sparse_circuit, write_report
 from .summary import closest_loss, summarise
 
 
@@ -117,6 +117,28 @@ class Reproduction:
             cards[point][t] = card
         return {p: {t: cards[p][t] for t in self.experiment.task_names if t in cards[p]} for p in cards}
 
+    # --- 5. the headline pair, further: circuit size against the pruning target; disjoint circuits -----------------
+    def beyond(self, results: dict) -> dict:
+        """For the first seed's headline comparison: {"targets": {task: {point: frontier}}} over the tasks it counts,
+        and {"redundancy": {"task", point: disjoint circuits}} for its smallest real sparse circuit and the matched
+        dense checkpoint, each cached in its own file."""
+        first = Run(self.experiment.headline_density, self.experiment.seeds[0]).name
+        pair = next((c["matched"] for c in results["comparisons"] if c["run"] == first and "matched" in c), None)
+        if pair is None or not pair["tasks"]:
+            return {"targets": {}, "redundancy": {}}
+        best = best_sparse_circuit({**results, "comparisons": [c for c in results["comparisons"] if c["run"] == first]})
+        jobs = {("targets", t, p): (targets_job, self.layout.targets_file(p, t))
+                for t in pair["tasks"] for p in (pair["sparse"], pair["dense"])}
+        jobs.update({("redundancy", best[1], p): (redundancy_job, self.layout.redundancy_file(p, best[1]))
+                     for p in (pair["sparse"], pair["dense"])})
+        self._pool([(fn, (self.experiment, str(self.layout.checkpoint(p)), t, str(path)))
+                    for (_, t, p), (fn, path) in jobs.items() if not path.exists()], "targets, redundancy")
+        out: dict = {"targets": {}, "redundancy": {"task": best[1]}}
+        for (kind, t, p), (_, path) in jobs.items():      # every job wrote its file: read them all alike
+            value = json.loads(path.read_text())
+            (out["targets"].setdefault(t, {}) if kind == "targets" else out["redundancy"])[p] = value
+        return out
+
     # --- everything -------------------------------------------------------------------------------------------------
     def run(self, reuse: bool = False) -> dict:
         """Every stage, each skipping what is cached; returns the results (also in results.json). The wall time of
@@ -140,6 +162,7 @@ class Reproduction:
         cards = timed("prune", self.prune_all, evals, matched)
         results = summarise(self.experiment, evals, matched, cards,
                             {r.name: self.final_point(r) for r in self.experiment.runs()})
+        results.update(timed("beyond", self.beyond, results))
         results["seconds"] = seconds
         write_json_atomic(self.out / "results.json", results)
         timed("report", write_report, results, self.layout, self.experiment.backend)

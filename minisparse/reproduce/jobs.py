@@ -11,6 +11,7 @@ from ..checkpoint import load
 from ..circuits import TaskData, prune, run_controls, task_losses
 from ..circuits.masks import ablation_means
 from ..circuits.prune import N_EVAL
+from ..circuits.redundancy import disjoint_circuits, frontier_over_targets
 from ..circuits.scorecard import node_jaccard
 from ..config import preset
 from ..data import eval_batches, load_corpus
@@ -20,6 +21,7 @@ from ..train import train
 from .plan import Experiment, Run
 
 EVAL_BATCHES = 32        # validation batches (of 16 windows) behind every reported validation loss
+TARGETS = (0.3, 0.2, 0.15, 0.1, 0.05)    # the task losses the per-task frontier prunes to (the paper's Figure 2)
 
 
 def train_job(experiment: Experiment, run: Run, run_dir: str, progress: bool = False) -> None:
@@ -67,3 +69,24 @@ def prune_job(experiment: Experiment, checkpoint: str, task_name: str, scorecard
         card["stability"] = node_jaccard([set(c.nodes) for c in [main] + others])
     write_json_atomic(Path(path), card)
     return card
+
+
+def targets_job(experiment: Experiment, checkpoint: str, task_name: str, path: str) -> list[dict]:
+    """The circuit's size at each pruning target of TARGETS (`frontier_over_targets`), saved to `path`."""
+    experiment.load_tasks()
+    model, task = load(checkpoint, backend=experiment.backend), get_task(task_name)
+    points = frontier_over_targets(model, task, TARGETS, means=ablation_means(model, "mean", 0), seed=0,
+                                   steps=experiment.prune_steps)
+    write_json_atomic(Path(path), points)
+    return points
+
+
+def redundancy_job(experiment: Experiment, checkpoint: str, task_name: str, path: str) -> list[dict]:
+    """Disjoint circuits for one task, each pruned with the earlier ones' nodes forbidden (`disjoint_circuits`):
+    [{n_nodes, n_edges, reached_target, sufficiency}], saved to `path`."""
+    experiment.load_tasks()
+    model, task = load(checkpoint, backend=experiment.backend), get_task(task_name)
+    circuits = disjoint_circuits(model, task, solved=experiment.solved, steps=experiment.prune_steps)
+    found = [{k: c.record()[k] for k in ("n_nodes", "n_edges", "reached_target", "sufficiency")} for c in circuits]
+    write_json_atomic(Path(path), found)
+    return found

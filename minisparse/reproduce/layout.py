@@ -5,6 +5,8 @@
     out/circuits/<point>/<task>.json       a circuit's scorecard
     out/circuits/<point>/<task>.circuit.json   the circuit itself
     out/circuits/<point>/<task>.html           a real circuit in the browser (`minisparse view`)
+    out/circuits/<point>/<task>.targets.json   the circuit's size at each pruning target (the headline pair)
+    out/circuits/<point>/<task>.redundancy.json   the disjoint circuits (the headline pair's best task)
     out/results.json, results.md, *.png, explain.md   the summary and the report
 
 A point is one kept checkpoint of one run, named "<run>@<step>" ("1in16-s0@3000").
@@ -52,3 +54,9 @@ class Layout:
 
     def viewer_file(self, point: str, task_name: str) -> Path:
         return self.out / "circuits" / point / f"{task_name}.html"
+
+    def targets_file(self, point: str, task_name: str) -> Path:
+        return self.out / "circuits" / point / f"{task_name}.targets.json"
+
+    def redundancy_file(self, point: str, task_name: str) -> Path:
+        return self.out / "circuits" / point / f"{task_name}.redundancy.json"

@@ -112,7 +112,40 @@ def results_markdown(results: dict) -> str:
                 excluded = "; ".join(f"{t}: {why}" for t, why in m["excluded"].items()) or "—"
                 lines.append(f"| {c['run']} | {c['val_loss'] * BITS:.3f} | {kind} dense `{m['dense']}` | "
                              f"{m['dense_val_loss'] * BITS:.3f} | {len(m['tasks'])} | {ratio} | {excluded} |")
+    lines += _beyond_markdown(results)
     return "\n".join(lines) + "\n"
+
+
+def _beyond_markdown(results: dict) -> list[str]:
+    """The headline pair's circuit size at each pruning target, and its disjoint circuits."""
+    lines = []
+    if results.get("targets"):
+        lines += ["", "## Circuit size against the pruning target", "",
+                  "The first seed's headline pair, on every task it counts: edges of the circuit pruned to each target "
+                  "task loss (✗: target not reached). targets.png draws it.", "",
+                  "| task | point | " + " | ".join(f"{t:g}" for t in _targets_of(results)) + " |",
+                  "|---|---|" + "---|" * len(_targets_of(results))]
+        for task, by_point in sorted(results["targets"].items()):
+            for point, frontier in by_point.items():
+                lines.append(f"| {task} | {point} | " + " | ".join(
+                    f"{f['n_edges']}{'' if f['reached'] else ' ✗'}" for f in frontier) + " |")
+    redundancy = results.get("redundancy") or {}
+    if len(redundancy) > 1:
+        lines += ["", f"## Disjoint circuits for `{redundancy['task']}`", "",
+                  "Pruned again and again, each time with every earlier circuit's nodes forbidden (held at their "
+                  "mean), until what is left no longer solves the task: how many disjoint circuits each model holds.",
+                  "",
+                  "| point | circuits that reach the target | edges of each (✗: target not reached) |", "|---|---|---|"]
+        for point, circuits in redundancy.items():
+            if point != "task":
+                edges = ", ".join(f"{c['n_edges']}{'' if c['reached_target'] else ' ✗'}" for c in circuits) or "—"
+                lines.append(f"| {point} | {sum(c['reached_target'] for c in circuits)} | {edges} |")
+    return lines
+
+
+def _targets_of(results: dict) -> list[float]:
+    frontier = next(iter(next(iter(results["targets"].values())).values()))
+    return [f["target"] for f in frontier]
 
 
 def best_sparse_circuit(results: dict) -> tuple[str, str] | None:
@@ -128,14 +161,14 @@ def best_sparse_circuit(results: dict) -> tuple[str, str] | None:
 
 
 def write_report(results: dict, layout: Layout, backend: str = "numpy") -> None:
-    """results.md, frontier.png, per_task.png, a viewer page for every real circuit, and circuit.png + explain.md
-    (its nodes, where its heads look, the causal tests) for the best sparse circuit."""
+    """results.md, frontier.png, per_task.png, targets.png, a viewer page for every real circuit, and circuit.png +
+    explain.md (its nodes, where its heads look, the causal tests) for the best sparse circuit."""
     from ..circuits import Circuit
     from ..circuits.explain import explain, explanations_markdown
     from ..circuits.heads import head_attention
     from ..circuits.patching import patch_report, patch_report_text
     from ..circuits.viewer import write_viewer
-    from ..viz import draw_circuit, plot_edges_per_task, plot_frontier
+    from ..viz import draw_circuit, plot_edges_per_task, plot_frontier, plot_targets
 
     out = layout.out
     text = results_markdown(results)
@@ -145,6 +178,8 @@ def write_report(results: dict, layout: Layout, backend: str = "numpy") -> None:
     pairs = [c["matched"] for c in results["comparisons"] if "matched" in c and c["matched"]["tasks"]]
     if pairs:
         plot_edges_per_task(pairs, out / "per_task.png")
+    if results.get("targets"):
+        plot_targets(results["targets"], out / "targets.png")
     for point, by_task in results["circuits"].items():
         for task_name, card in by_task.items():
             if verdict(card["full_loss"], card["circuit"], results["experiment"]["solved"])[0]:
