@@ -245,3 +245,21 @@ def test_task_examples_never_hold_a_held_out_prompt():
         task = get_task(name)
         held_out = {data.encode(ex.prompt + task.answers[ex.answer]).tobytes() for ex in task.examples(64, "test")}
         assert not held_out & trained, name
+
+
+def test_task_text_is_cached_by_what_it_depends_on_and_a_damaged_cache_is_drawn_again(tmp_path, monkeypatch):
+    from minisparse.data import load_corpus
+    from minisparse.tasks import with_task_examples
+
+    monkeypatch.setenv("MINISPARSE_CACHE", str(tmp_path))
+    corpus = load_corpus()
+    first = with_task_examples(corpus, ["while_return_true"], 30, seed=4)
+    (cached,) = (tmp_path / "task_text").iterdir()
+    assert with_task_examples(corpus, ["while_return_true"], 30, seed=4).fingerprint == first.fingerprint
+    assert with_task_examples(corpus, ["while_return_true"], 31, seed=4).fingerprint != first.fingerprint
+    assert with_task_examples(corpus, ["while_return_true"], 30, seed=5).fingerprint != first.fingerprint
+    blob = bytearray(cached.read_bytes())
+    blob[-2] ^= 1                                              # a flipped bit in the cached examples
+    cached.write_bytes(bytes(blob))
+    again = with_task_examples(corpus, ["while_return_true"], 30, seed=4)
+    assert again.fingerprint == first.fingerprint and np.array_equal(again.train, first.train)

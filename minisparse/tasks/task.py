@@ -249,7 +249,8 @@ def fill(template: str, rng: np.random.Generator, **given: str) -> str:
     for prefix, words in (("name", vocab.names), ("short", vocab.short_names), ("module", vocab.modules),
                           ("error", vocab.errors)):
         wanted = [slot for slot in slots if slot.startswith(prefix)]
-        unused = [w for w in words if w not in values.values()]     # so {name} and {short} never coincide
+        used = set(values.values())
+        unused = [w for w in words if w not in used]     # so {name} and {short} never coincide
         values.update(zip(wanted, _distinct(unused, len(wanted), rng)))
     for slot in [slot for slot in slots if slot not in values]:
         if slot == "text":
@@ -283,10 +284,21 @@ def with_task_examples(corpus: data.Corpus, tasks, per_task: int, seed: int = 0,
     *train* templates followed by its right answer, shuffled, separated by SEP (the byte between files, with which
     task prompts are left-padded). Validation text is unchanged, and no test-template prompt is ever added, so held-out
     task loss still measures generalisation. The fingerprint covers the added bytes. `repeat` > 1 adds every example
-    that many times (more task text for the cost of generating `per_task` examples)."""
+    that many times (more task text for the cost of generating `per_task` examples).
+
+    Drawing the examples takes tens of seconds for the recipes' counts, so the added bytes are cached (in the zoo's
+    cache folder, `task_text/`), keyed by everything they depend on, the source of the task modules included, and
+    checked against their digest when read back."""
     import dataclasses
     import hashlib
 
+    added = _cached_task_text(corpus, tuple(tasks), per_task, seed, repeat)
+    train = np.frombuffer(corpus.train.tobytes() + bytes([data.SEP]) + added, dtype=np.uint8)
+    fingerprint = hashlib.sha256(corpus.fingerprint.encode() + added).hexdigest()
+    return dataclasses.replace(corpus, train=train, fingerprint=fingerprint)
+
+
+def _task_text(tasks: tuple[str, ...], per_task: int, seed: int, repeat: int) -> bytes:
     examples = []
     for name in tasks:
         task = get_task(name)
@@ -294,7 +306,35 @@ def with_task_examples(corpus: data.Corpus, tasks, per_task: int, seed: int = 0,
                      for ex in task.examples(per_task, "train", seed)]
     examples *= repeat
     np.random.default_rng(seed).shuffle(examples)
-    added = bytes([data.SEP]).join(examples)
-    train = np.frombuffer(corpus.train.tobytes() + bytes([data.SEP]) + added, dtype=np.uint8)
-    fingerprint = hashlib.sha256(corpus.fingerprint.encode() + added).hexdigest()
-    return dataclasses.replace(corpus, train=train, fingerprint=fingerprint)
+    return bytes([data.SEP]).join(examples)
+
+
+def _cached_task_text(corpus: data.Corpus, tasks: tuple[str, ...], per_task: int, seed: int, repeat: int) -> bytes:
+    import hashlib
+    import inspect
+    import json
+
+    from minisparse.rundir import replace_atomically
+    from minisparse.zoo.cache import cache_dir
+
+    # the examples depend on the vocabulary (the corpus) and on the code that draws them: this module and the modules
+    # that define each task's `make`, built-in and registered alike
+    modules = {inspect.getmodule(fill)} | {inspect.getmodule(get_task(t).make) for t in tasks}
+    code = "".join(sorted(inspect.getsource(m) for m in modules if m is not None))
+    tasks_repr = [repr(get_task(t)) for t in tasks]
+    key = hashlib.sha256(json.dumps([corpus.fingerprint, tasks, tasks_repr, per_task, seed, repeat, code]).encode())
+    key = key.hexdigest()
+    path = cache_dir() / "task_text" / f"{key[:32]}.bin"
+    if path.is_file():
+        blob = path.read_bytes()
+        digest, added = blob[:64], blob[64:]
+        if hashlib.sha256(added).hexdigest().encode() == digest:
+            return added           # else damaged: drawn again below, and the file replaced
+    added = _task_text(tasks, per_task, seed, repeat)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        replace_atomically(path, lambda tmp: tmp.write_bytes(hashlib.sha256(added).hexdigest().encode() + added))
+    except OSError:
+        pass                       # a read-only cache only costs the time to draw them again
+    return added
+
