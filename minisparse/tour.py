@@ -5,10 +5,8 @@ activations are, prunes both to the circuit of one task, checks the sparse circu
 sufficiency and necessity, both controls), compares the two circuits' edges, reads the sparse circuit's busiest nodes,
 and draws both. It ends by saying what was shown, or, if the circuit fails a check, which one and why.
 
-Models, in order of preference: the ones given (--checkpoint, --dense-checkpoint); the 1/16 and dense models (seed 0)
-`minisparse reproduce` finished training, found by `lessons.models.reproduce_run` (runs/reproduce, or
-$MINISPARSE_RUNS); the lessons' models from the cache (`minisparse.lessons.models`), trained now (a minute or two each
-on a laptop CPU) if this is the first time.
+Models: the ones given (--checkpoint, --dense-checkpoint), else the 1/16 and dense models shipped in the zoo (the
+first seed of `minisparse reproduce`, `minisparse.lessons.models`): nothing trains.
 """
 
 from __future__ import annotations
@@ -25,7 +23,6 @@ from .circuits.scorecard import verdict
 from .config import TrainConfig
 from .data import eval_batches, load_corpus
 from .params import site_sizes
-from .rundir import MODEL_FILE
 from .sample import generate_bytes, printable
 from .sparsity import forced_count, is_sparsified, min_axis
 from .tasks import get_task
@@ -39,15 +36,11 @@ def tour_checkpoints(checkpoint=None, dense_checkpoint=None, *, fast: bool = Fal
     """(sparse checkpoint, dense checkpoint or None, a phrase saying where they came from)."""
     if checkpoint is not None:
         return Path(checkpoint), dense_checkpoint and Path(dense_checkpoint), str(checkpoint)
-    from .lessons.models import lesson_run, reproduce_run
+    from .lessons.models import lesson_checkpoint
 
-    found = [reproduce_run(name) for name in ("sparse", "dense")]      # finished runs only, 1/16 and dense, seed 0
-    if all(found):
-        return (found[0] / MODEL_FILE, found[1] / MODEL_FILE,
-                f"the models `minisparse reproduce` trained ({found[0].parent})")
-    print("  (the first tour trains the lessons' two small models, then caches them)")
-    runs = [lesson_run(name, fast=fast, reproduce=False) for name in ("sparse", "dense")]   # a pair trained alike
-    return runs[0] / MODEL_FILE, runs[1] / MODEL_FILE, f"the lessons' cached models ({runs[0].parent})"
+    sparse, dense = (lesson_checkpoint(name, fast) for name in ("sparse", "dense"))
+    return sparse, dense, ("the lessons' fast (tiny) models" if fast else
+                           "the 1/16 and dense models shipped in the zoo (`python -m minisparse.zoo`)")
 
 
 def weight_sparsity(params: dict, train_cfg: TrainConfig | None) -> None:

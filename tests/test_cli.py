@@ -179,24 +179,10 @@ def test_tour_tells_the_three_sparsities_compares_a_dense_circuit_and_tells_the_
     assert (tmp_path / "tour" / "circuit-single_double_quote.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_the_tour_uses_reproduce_models_only_once_both_finished_training(tmp_path, monkeypatch):
+def test_the_tour_uses_the_shipped_models_unless_given_others(tmp_path):
     from minisparse import tour
+    from minisparse.zoo import shipped_path
 
-    model_cfg, train_cfg = preset("tiny")
-    models = tmp_path / "reproduce" / "models"
-    monkeypatch.setenv("MINISPARSE_RUNS", str(tmp_path / "reproduce"))
-    for run in ("1in16-s0", "dense-s0"):
-        save(GPT(model_cfg, seed=0), models / run / "model.safetensors", step=train_cfg.steps, train_config=train_cfg)
     sparse, dense, source = tour.tour_checkpoints()
-    assert (sparse, dense) == (models / "1in16-s0" / "model.safetensors", models / "dense-s0" / "model.safetensors")
-    # a reproduce still training has written a checkpoint short of the last step: the tour must not take it, nor pair
-    # the finished sparse model with a dense one trained differently
-    save(GPT(model_cfg, seed=0), models / "dense-s0" / "model.safetensors", step=train_cfg.steps - 20,
-         train_config=train_cfg)
-    asked = []
-    monkeypatch.setattr("minisparse.lessons.models.lesson_run",
-                        lambda name, fast, reproduce: asked.append(reproduce) or tmp_path / "zoo" / name)
-    sparse, dense, source = tour.tour_checkpoints(fast=True)
-    assert (sparse, dense) == (tmp_path / "zoo" / "sparse" / "model.safetensors",
-                               tmp_path / "zoo" / "dense" / "model.safetensors") and "lessons" in source
-    assert asked == [False, False]
+    assert (sparse, dense) == (shipped_path("1in16-s0@3000"), shipped_path("dense-s0@3000")) and "zoo" in source
+    assert tour.tour_checkpoints(tmp_path / "a.safetensors")[:2] == (tmp_path / "a.safetensors", None)

@@ -13,6 +13,7 @@ import pytest
 
 from minisparse.lessons import exercises as ex
 from minisparse.sparsity import min_axis
+from test_lessons_mechanism import by_hand as patch_restores  # written from scratch there, as a learner would
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Right answers, from scratch
@@ -85,16 +86,6 @@ def task_loss(last, labels, answers):
     return float(np.mean(np.logaddexp(0.0, np.where(labels == 1, -z, z))))
 
 
-def node_ablation(model, data, mask, means, node):
-    from minisparse.circuits import task_loss as loss_of
-    from minisparse.circuits.masks import gates_from_mask
-
-    site, i = node[:node.index("[")], int(node[node.index("[") + 1:-1])
-    without = {k: m.copy() for k, m in mask.items()}
-    without[site][i] = 0.0
-    return loss_of(model, data, gates_from_mask(without, means)) - loss_of(model, data, gates_from_mask(mask, means))
-
-
 def prune_to_density(params, density, j, *, axis_of=min_axis, skip=False, global_topk=False):
     from minisparse.sparsity import is_sparsified
 
@@ -145,6 +136,20 @@ def jsae_jacobian(p, q, slope, idx_in, act_in, idx_out, act_out, *, only_active=
     return jac
 
 
+def road_column(matrices, curve, target, tokens_per_step):
+    size = sum(m.size for m in matrices.values())
+    nnz = sum((m != 0).sum() for m in matrices.values())
+    steps = None
+    for (s0, l0), (s1, l1) in zip([(None, None)] + list(curve), curve):
+        if l1 <= target:
+            steps = s1 if s0 is None else s0 + (s1 - s0) * (l0 - target) / (l0 - l1)
+            break
+    tokens = None if steps is None else steps * tokens_per_step
+    return {"zero_share": 1 - nnz / size, "steps": steps,
+            "flops_stored": None if tokens is None else 6 * size * tokens,
+            "flops_skipped": None if tokens is None else (4 * nnz + 2 * size) * tokens}
+
+
 RIGHT = {
     "check_abstopk": abstopk,
     "check_abstopk_backward": abstopk_backward,
@@ -154,12 +159,13 @@ RIGHT = {
     "check_jacobian": jacobian,
     "check_count_edges": count_edges,
     "check_task_loss": task_loss,
-    "check_node_ablation": node_ablation,
     "check_prune_to_density": prune_to_density,
     "check_sparse_matmul": sparse_matmul,
     "check_toy_grads": toy_loss_and_grads,
     "check_sae_forward": sae_forward,
     "check_jsae_jacobian": jsae_jacobian,
+    "check_patch_restores": patch_restores,
+    "check_road_column": road_column,
 }
 
 
@@ -345,35 +351,6 @@ def _forgets_values(x, rows, cols, values, n_out):
     return y
 
 
-def _ablates_in_place(model, data, mask, means, node):
-    from minisparse.circuits import task_loss as loss_of
-    from minisparse.circuits.masks import gates_from_mask
-
-    base = loss_of(model, data, gates_from_mask(mask, means))
-    site, i = node[:node.index("[")], int(node[node.index("[") + 1:-1])
-    mask[site][i] = 0.0
-    return loss_of(model, data, gates_from_mask(mask, means)) - base
-
-
-def _in_the_full_model(model, data, mask, means, node):
-    full = {k: np.ones_like(m) for k, m in mask.items()}
-    return node_ablation(model, data, full, means, node)
-
-
-def _zero_not_mean(model, data, mask, means, node):
-    return node_ablation(model, data, mask, {k: np.zeros_like(m) for k, m in means.items()}, node)
-
-
-def _no_baseline(model, data, mask, means, node):
-    from minisparse.circuits import task_loss as loss_of
-    from minisparse.circuits.masks import gates_from_mask
-
-    site, i = node[:node.index("[")], int(node[node.index("[") + 1:-1])
-    without = {k: m.copy() for k, m in mask.items()}
-    without[site][i] = 0.0
-    return loss_of(model, data, gates_from_mask(without, means))
-
-
 def _summed_toy_loss(w, b, x, importance):
     loss, dw, db = toy_loss_and_grads(w, b, x, importance)
     return loss * len(x), dw, db
@@ -441,11 +418,17 @@ WRONG = {
         ("in bits", _log2, "expected"),
         ("sums over prompts", lambda *a: task_loss(*a) * len(a[1]), "expected"),
     ],
-    "check_node_ablation": [
-        ("changes the circuit's mask", _ablates_in_place, "changed mask"),
-        ("ablates it in the full model", _in_the_full_model, "expected"),
-        ("zero instead of the means", _zero_not_mean, "expected"),
-        ("forgets to subtract the circuit's loss", _no_baseline, "expected"),
+    "check_patch_restores": [
+        ("patches the last position only", lambda m, p, n: patch_restores(m, p, n, positions=-1), "expected"),
+        ("the change in LD, not its share", lambda m, p, n: patch_restores(m, p, n, normalise=False), "expected"),
+    ],
+    "check_road_column": [
+        ("first validation at or below the target, no interpolation",
+         lambda m, c, t, n: {**road_column(m, c, t, n), "steps": next((s for s, v in c if v <= t), None)}, "steps"),
+        ("6·nnz with the zeros skipped (forgets the dense weight gradient)",
+         lambda m, c, t, n: {**(r := road_column(m, c, t, n)),
+                             "flops_skipped": None if r["steps"] is None else
+                             6 * sum((w != 0).sum() for w in m.values()) * r["steps"] * n}, "flops_skipped"),
     ],
     "check_prune_to_density": [
         ("prunes norms and biases too", _prunes_everything, "never pruned"),
@@ -494,17 +477,20 @@ def test_a_stub_gets_a_reminder_not_a_traceback():
 def test_every_check_raises_the_one_exercise_error():
     from minisparse.lessons import (
         check,
+        exercises_capstone,
         exercises_circuits,
         exercises_gradients,
+        exercises_mechanism,
         exercises_sparsity,
         exercises_superposition,
     )
 
     assert ex.ExerciseError is check.ExerciseError and ex.compare is check.compare
-    subjects = (exercises_circuits, exercises_gradients, exercises_sparsity, exercises_superposition)
+    subjects = (exercises_capstone, exercises_circuits, exercises_gradients, exercises_mechanism, exercises_sparsity,
+                exercises_superposition)
     assert all(module.ExerciseError is check.ExerciseError for module in subjects)
     assert {name for name in ex.__all__ if name.startswith("check_")} == {
-        name for module in subjects for name in module.__all__}
+        name for module in subjects for name in module.__all__ if name.startswith("check_")}
     # two subjects, one mistake each: both raise the one class, so one `except ExerciseError` catches either
     for name, (_, wrong, _) in (("check_abstopk", WRONG["check_abstopk"][0]),
                                 ("check_toy_grads", WRONG["check_toy_grads"][0])):
@@ -541,8 +527,7 @@ def test_blank_removes_every_solution_and_keeps_the_rest(tmp_path):
           "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
     src = tmp_path / "lesson.ipynb"
     src.write_text(json.dumps(nb))
-    assert ex.blank_notebook(src, tmp_path / "blank" / "lesson.ipynb") == 1
-    out = json.loads((tmp_path / "blank" / "lesson.ipynb").read_text())
+    out = json.loads(ex.blank_text(src))
     code = "".join(out["cells"][1]["source"])
     assert "x + 1" not in code and "SOLUTION" not in code
     assert '    raise NotImplementedError("your code here")\n' in code

@@ -1,11 +1,11 @@
-"""The lessons run top to bottom, and are committed without outputs.
+"""The lessons run top to bottom, the notebooks a learner opens are the exercise versions of the solutions, and
+nothing is committed with outputs.
 
-Every `lessons/*.ipynb` is executed in a fresh `python3` kernel with MINISPARSE_LESSON_FAST=1 (tiny models, well
-under a minute each on a 2-core CPU); any cell error fails the test with the cell's traceback. The exercise cells run
-their reference solutions, so every check in them must pass. All notebooks share one temporary model cache
+Every `lessons/solutions/*.ipynb` is executed in a fresh `python3` kernel with MINISPARSE_LESSON_FAST=1 (tiny models,
+well under a minute each on a 2-core CPU); any cell error fails the test with the cell's traceback. The exercise cells
+there hold the reference solutions, so every check in them must pass. All notebooks share one temporary model cache
 (MINISPARSE_CACHE), so a model two lessons use is trained once per test session, and never into the user's own cache.
-Skipped when the lessons extra (nbclient, nbformat, ipykernel) is not installed, so the core suite does not need
-Jupyter.
+The default mode (the shipped models, the numbers the prose is about) is `python -m minisparse.lessons check`.
 
 The kernel is ipykernel's built-in "python3" spec, whose command is `python -m ipykernel_launcher`; jupyter_client
 replaces a bare `python` with `sys.executable`, so the kernel runs in the same environment as pytest and no
@@ -15,21 +15,29 @@ replaces a bare `python` with `sys.executable`, so the kernel runs in the same e
 import re
 from pathlib import Path
 
+import nbclient
+import nbformat
 import pytest
 
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
-pytest.importorskip("ipykernel")
+from minisparse.lessons.blank import blank_text
+from minisparse.lessons.run import KERNEL, run_notebook
 
 LESSONS = Path(__file__).resolve().parent.parent / "lessons"
-NOTEBOOKS = sorted(LESSONS.glob("*.ipynb"))
-KERNEL = "python3"
+SOLUTIONS = sorted((LESSONS / "solutions").glob("*.ipynb"))
+EXERCISES = sorted(LESSONS.glob("*.ipynb"))
 
 
 def test_the_lessons_readme_lists_exactly_the_lessons_there_are():
     listed = re.findall(r"^\| `(\w+\.ipynb)` \|", (LESSONS / "README.md").read_text(), flags=re.M)
     assert listed, f"no lesson table in {LESSONS / 'README.md'}"
-    assert listed == [p.name for p in NOTEBOOKS], "lessons/README.md's table and the notebooks differ"
+    assert listed == [p.name for p in EXERCISES], "lessons/README.md's table and the notebooks differ"
+
+
+def test_every_solution_notebook_has_its_exercise_version_up_to_date():
+    assert [p.name for p in SOLUTIONS] == [p.name for p in EXERCISES]
+    stale = [p.name for p in SOLUTIONS if (LESSONS / p.name).read_text(encoding="utf-8") != blank_text(p)]
+    assert not stale, (f"{stale}: the exercise versions differ from their solutions; regenerate them with "
+                       "`python -m minisparse.lessons.exercises blank lessons/solutions lessons`")
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +45,7 @@ def model_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("minisparse-cache")
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", SOLUTIONS + EXERCISES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_committed_notebook_has_no_outputs(path):
     nb = nbformat.read(path, as_version=4)
     dirty = [i for i, cell in enumerate(nb.cells)
@@ -47,34 +55,52 @@ def test_committed_notebook_has_no_outputs(path):
                        f"'Clear All Outputs')")
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_lesson_runs_top_to_bottom(path, monkeypatch, model_cache):
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.name)
+def test_lesson_runs_top_to_bottom(path, model_cache):
     from jupyter_client.kernelspec import KernelSpecManager
 
-    if KERNEL not in KernelSpecManager().find_kernel_specs():
-        pytest.skip(f"no {KERNEL!r} Jupyter kernel found (install ipykernel in this environment)")
-    # The kernel inherits this environment. One BLAS thread: the lessons' matrices are tiny, and on a shared CPU
-    # OpenBLAS threads spinning against each other made a training step ~15x slower.
-    monkeypatch.setenv("MINISPARSE_LESSON_FAST", "1")
-    monkeypatch.setenv("MINISPARSE_CACHE", str(model_cache))
-    monkeypatch.delenv("MINISPARSE_RUNS", raising=False)
-    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    nb = nbformat.read(path, as_version=4)
-    client = nbclient.NotebookClient(nb, kernel_name=KERNEL, timeout=300,
-                                     resources={"metadata": {"path": str(LESSONS)}})
-    client.execute()   # raises CellExecutionError, naming the cell and its traceback, on the first error
+    assert KERNEL in KernelSpecManager().find_kernel_specs(), f"no {KERNEL!r} Jupyter kernel (pip install ipykernel)"
+    run_notebook(path, fast=True, cache=model_cache)   # raises CellExecutionError, with the cell, on the first error
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_every_exercise_is_checked_and_can_be_blanked(path, tmp_path):
-    from minisparse.lessons.exercises import blank_notebook
-
-    nb = nbformat.read(path, as_version=4)
-    sources = [cell.source for cell in nb.cells if cell.cell_type == "code"]
-    exercises = [src for src in sources if "# BEGIN SOLUTION" in src]
-    assert exercises, f"{path.name} has no exercise (a code cell with a '# BEGIN SOLUTION' block)"
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.name)
+def test_every_exercise_is_checked(path):
+    sources = [cell.source for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "code"]
+    assert any("# BEGIN SOLUTION" in src for src in sources), f"{path.name} has no exercise"
     assert any("check_" in src for src in sources), f"{path.name} never calls a check from minisparse.lessons.exercises"
-    assert blank_notebook(path, tmp_path / path.name) == len(exercises)
-    blank = nbformat.read(tmp_path / path.name, as_version=4)
-    assert not any("SOLUTION" in cell.source for cell in blank.cells if cell.cell_type == "code")
+    exercise = nbformat.read(LESSONS / path.name, as_version=4).cells
+    assert not any("SOLUTION" in cell.source for cell in exercise if cell.cell_type == "code")
+
+
+def test_a_stub_left_in_an_exercise_version_fails_loudly(tmp_path, model_cache):
+    # the learner's notebook, run as is, stops at the first exercise with the stub's message
+    first = next(p for p in EXERCISES)
+    with pytest.raises(nbclient.exceptions.CellExecutionError, match="your code here"):
+        run_notebook(first, fast=True, cache=model_cache)
+
+
+# A measured number is printed by the cell that measures it, never typed into the prose, so what a learner reads is
+# what their notebook computed from the shipped models. Settings and thresholds go in backticks (`0.3`); links and
+# math are not prose.
+_MEASURED = re.compile(r"(?<![\w./])\d+(?:\.\d+)?\s?(?:%|×)|(?<![\w./])\d+\.\d+(?![\w/])")
+_NOT_PROSE = re.compile(r"`[^`]*`|\$[^$]*\$|\]\([^)]*\)|<[^>]*>")
+
+
+def measured_numbers_in_prose(source: str) -> list[str]:
+    return _MEASURED.findall(_NOT_PROSE.sub("", source))
+
+
+def test_the_number_rule_catches_typed_measurements_and_lets_settings_pass():
+    typed = "the circuit keeps 35 nodes, 12.5% of them, 8.9× fewer edges, loss 0.148"
+    assert measured_numbers_in_prose(typed) == ["12.5%", "8.9×", "0.148"]
+    settings = "solved below `0.3`; density 1/16; see [the paper](https://arxiv.org/2511.1)"
+    assert measured_numbers_in_prose(settings) == []
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.name)
+def test_the_prose_types_no_measured_number(path):
+    cells = nbformat.read(path, as_version=4).cells
+    typed = {i: found for i, cell in enumerate(cells) if cell.cell_type == "markdown"
+             and (found := measured_numbers_in_prose(cell.source))}
+    assert not typed, (f"{path.name}: markdown cells {typed} type measured numbers; print them from the cell that "
+                       "computes them (or put a setting in backticks)")

@@ -5,10 +5,21 @@ import numpy as np
 import pytest
 
 from minisparse.config import ModelConfig
-from minisparse.data import load_corpus
+from minisparse.data import eval_batches, load_corpus
 from minisparse.numpy import GPT
 from minisparse.sae import jacobian_sparsity, mlp_forward
-from minisparse.sae.train import channel_jacobian, evaluate_pair, mlp_data, summary_table, sweep, train_pair
+from minisparse.sae.train import (
+    channel_jacobian,
+    evaluate_pair,
+    mean_ablation_hooks,
+    mlp_data,
+    next_byte_loss,
+    pair_training_flops,
+    splice_hooks,
+    summary_table,
+    sweep,
+    train_pair,
+)
 from minisparse.sparsity import topk_mask
 
 CFG = ModelConfig(vocab_size=256, n_ctx=16, d_model=16, n_layer=1, n_head=2, d_head=8, d_mlp=64)
@@ -88,6 +99,39 @@ def test_sweep_and_summary_table(data):
                         "30.0% (30.0%..30.0%) | 0.0% (0.0%..0.0%) | 0.0300 (0.0200..0.0400) | 50% (50%..50%) |")
 
 
+def exact_pair(d: int) -> dict[str, np.ndarray]:
+    """A pair that reconstructs any D-wide input exactly with k = D: latents ±e_i, so x = ReLU(x) − ReLU(−x) and the
+    D positive pre-activations are the ones TopK keeps (for inputs with no zero entry)."""
+    w = np.concatenate([np.eye(d), -np.eye(d)], axis=1).astype(np.float32)          # [D, 2D]
+    sae = {"W_enc": w.T.copy(), "b_enc": np.zeros(2 * d, np.float32), "W_dec": w, "b_dec": np.zeros(d, np.float32)}
+    return {p + n: v.copy() for p in ("in.", "out.") for n, v in sae.items()}
+
+
+def test_a_perfect_pair_spliced_in_leaves_the_loss_unchanged_and_a_trained_one_costs_a_little(data, corpus):
+    model = GPT(CFG, seed=0)                              # the model `data` was made from
+    batches = eval_batches(corpus.val, 4, CFG.n_ctx, 2)
+    clean = next_byte_loss(model, batches)
+    assert clean == pytest.approx(np.mean([model.loss(x, y) for x, y in batches]), rel=1e-5)
+    # inputs with a zero entry (AbsTopK's dropped channels) are reconstructed exactly too: ±e_i both give 0 there
+    spliced = next_byte_loss(model, batches, splice_hooks(model, exact_pair(CFG.d_model), data, 0, CFG.d_model))
+    assert spliced == pytest.approx(clean, abs=1e-4)
+    ablated = next_byte_loss(model, batches, mean_ablation_hooks(model, data, 0))
+    assert abs(ablated - clean) > 1e-3
+    pair, _ = train_pair(data.x, data.y, data.mlp, n_latents=48, k=4, lam=0.0, steps=150, batch_size=128,
+                         progress=False)
+    rough = next_byte_loss(model, batches, splice_hooks(model, pair, data, 0, 4))
+    assert rough != pytest.approx(clean, abs=1e-4)        # a 4-of-48 pair is not exact: the loss moves
+
+
+def test_pair_training_flops_counts_the_matrix_products():
+    d, s, k, m, steps, batch = 16, 64, 4, 64, 10, 32
+    plain = pair_training_flops(d, s, k, m, steps=steps, batch_size=batch, lam=0.0)
+    assert plain == 24 * d * s * steps * batch            # 2 SAEs × (forward 2 + backward 4 products) × 2·D·S
+    penalised = pair_training_flops(d, s, k, m, steps=steps, batch_size=batch, lam=1.0)
+    assert penalised - plain == (4 * d * m + 6 * k * k * m + 4 * k * m * d) * steps * batch + 4 * m * d * s * steps
+    assert pair_training_flops(d, s, k, m, steps=2 * steps, batch_size=batch, lam=1.0) == 2 * penalised
+
+
 def test_command_line_prints_the_table(monkeypatch, capsys):
     import minisparse.lessons.sae_table as cli
 
@@ -105,5 +149,9 @@ def test_command_line_prints_the_table(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert sorted(models) == [("dense", True), ("sparse-64", True)]
     for name in ("| dense model, its channels |", "| sparse-64 model, its channels |",
-                 "| dense model, SAE pair | 0 | 0 |", "| dense model, SAE pair | 1 | 0 |"):
+                 "| dense model, SAE pair | 0 | 0 |", "| dense model, SAE pair | 1 | 0 |",
+                 "| random-init model, its channels |", "| random-init model, SAE pair | 1 | 0 |",
+                 "loss increase spliced in (nats/byte) |"):
         assert name in out
+    cli.main(["--fast", "--lambdas", "0", "--seeds", "0", "--no-random"])
+    assert "random-init" not in capsys.readouterr().out

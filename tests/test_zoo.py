@@ -1,5 +1,4 @@
-"""The model zoo trains a model once, finds it again by what made it, and resumes an interrupted training; the lessons'
-models (minisparse.lessons.models) are built on it."""
+"""The zoo's cache trains a model once, finds it again by what made it, and resumes an interrupted training."""
 
 import dataclasses
 import shutil
@@ -12,7 +11,6 @@ from minisparse import zoo
 from minisparse.checkpoint import read_checkpoint
 from minisparse.config import ModelConfig, TrainConfig
 from minisparse.data import Corpus
-from minisparse.lessons import models
 from minisparse.tasks import with_task_examples
 from minisparse.train import MODEL_FILE, train
 
@@ -98,17 +96,6 @@ def test_a_finished_run_elsewhere_is_used_and_a_different_one_is_not(tmp_path, m
     assert zoo.find_run(CFG, TCFG, CORPUS.fingerprint, [tmp_path / "runs"]) is None
 
 
-def test_lesson_recipes_differ_only_in_density():
-    configs = {name: models.recipe(name) for name in models.DENSITIES}
-    assert len({m for m, _ in configs.values()}) == 1
-    trains = {name: dataclasses.replace(t, weight_density=1.0) for name, (_, t) in configs.items()}
-    assert len(set(map(repr, trains.values()))) == 1
-    assert {name: t.weight_density for name, (_, t) in configs.items()} == models.DENSITIES
-    assert models.recipe("sparse", steps=500)[1].steps == 500
-    with pytest.raises(ValueError, match="sparse"):
-        models.recipe("sparse-8")
-
-
 def test_task_examples_are_appended_to_training_text_only():
     from minisparse.data import SEP
     from minisparse.tasks import get_task
@@ -129,19 +116,3 @@ def test_task_examples_are_appended_to_training_text_only():
     assert again.fingerprint == mixed.fingerprint
     assert with_task_examples(CORPUS_WITH_FILES, ["while_return_true"], 6, repeat=2, seed=4).fingerprint \
         != mixed.fingerprint
-
-
-def test_a_model_that_reproduce_trained_is_used_for_the_lessons(tmp_path, monkeypatch):
-    folder = tmp_path / "reproduce"
-    monkeypatch.setenv("MINISPARSE_RUNS", str(folder))
-    assert models.reproduce_run("sparse") is None
-    train(CFG, TCFG, folder / "models" / "1in16-s0", corpus=CORPUS, progress=False, until=3)   # unfinished: not used
-    assert models.reproduce_run("sparse") is None
-    train(CFG, TCFG, folder / "models" / "1in16-s0", corpus=CORPUS, progress=False, resume=True)
-    assert models.reproduce_run("sparse") == folder / "models" / "1in16-s0"
-    assert models.reproduce_run("dense") is None
-    calls = _count_trainings(monkeypatch)
-    assert models.lesson_run("sparse") == folder / "models" / "1in16-s0" and calls == []
-    monkeypatch.setattr(models, "lesson_corpus", lambda fast=False: SimpleNamespace(fingerprint=f"lessons-{fast}"))
-    said = models.describe(folder / "models" / "1in16-s0")
-    assert "weight density 1/4" in said and "6 steps" in said and "zoo-test-cor" in said     # read back from the file

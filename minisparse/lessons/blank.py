@@ -1,5 +1,7 @@
-"""Blank copies of the lessons, to solve from scratch: every `# BEGIN SOLUTION` … `# END SOLUTION` block of a code
-cell becomes `raise NotImplementedError`. The command is `python -m minisparse.lessons.exercises blank lessons/`."""
+"""The exercise versions of the lessons: every `# BEGIN SOLUTION` … `# END SOLUTION` block of a code cell of a solution
+notebook (`lessons/solutions/`) becomes `raise NotImplementedError`. `lessons/*.ipynb`, what a learner opens, are
+written this way: `python -m minisparse.lessons.exercises blank lessons/solutions lessons` (a test checks that they
+are up to date)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,9 @@ import re
 import sys
 from pathlib import Path
 
-__all__ = ["blank_source", "blank_notebook", "main"]
+from minisparse.rundir import write_text_atomic
+
+__all__ = ["blank_source", "blank_text", "main"]
 
 
 _BEGIN = re.compile(r"^(\s*)# BEGIN SOLUTION\s*$")
@@ -32,34 +36,30 @@ def blank_source(source: str) -> str:
     return "".join(out)
 
 
-def blank_notebook(path, out_path) -> int:
-    """Write a copy of the notebook at `path` to `out_path` with every solution blanked; returns how many cells
-    changed. The notebook is read as plain JSON (no Jupyter needed)."""
-    nb = json.loads(Path(path).read_text())
-    changed = 0
+def blank_text(path) -> str:
+    """The exercise version of the notebook at `path`, as the text of a notebook file (read as plain JSON, so no
+    Jupyter is needed)."""
+    nb = json.loads(Path(path).read_text(encoding="utf-8"))
     for cell in nb["cells"]:
-        if cell.get("cell_type") != "code":
-            continue
-        src = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
-        new = blank_source(src)
-        if new != src:
-            cell["source"] = new.splitlines(keepends=True)
-            changed += 1
-    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-    Path(out_path).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
-    return changed
+        if cell.get("cell_type") == "code":
+            src = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+            cell["source"] = blank_source(src).splitlines(keepends=True)
+    return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
 
 
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2 or argv[0] != "blank":
-        raise SystemExit("usage: python -m minisparse.lessons.exercises blank LESSONS_DIR   "
-                         "(writes LESSONS_DIR/blank/*.ipynb with the solutions removed)")
-    src = Path(argv[1])
+    if len(argv) != 3 or argv[0] != "blank":
+        raise SystemExit("usage: python -m minisparse.lessons.exercises blank SOLUTIONS_DIR OUT_DIR   "
+                         "(writes OUT_DIR/*.ipynb, the solutions replaced by stubs)")
+    src, out = Path(argv[1]), Path(argv[2])
     notebooks = sorted(src.glob("*.ipynb"))
     if not notebooks:
         raise SystemExit(f"no notebooks (*.ipynb) in {src}")
+    if not out.is_dir():
+        raise SystemExit(f"{out} is not a folder")
     for nb in notebooks:
-        n = blank_notebook(nb, src / "blank" / nb.name)
-        print(f"{src / 'blank' / nb.name}: {n} exercise cell(s) blanked")
-
+        text = blank_text(nb)
+        n = sum("# BEGIN SOLUTION" in line for line in nb.read_text(encoding="utf-8").splitlines())
+        write_text_atomic(out / nb.name, text)
+        print(f"{out / nb.name}: {n} exercise(s) to solve")

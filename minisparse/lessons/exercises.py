@@ -19,18 +19,22 @@ This module is the notebooks' one import point. The checks live by subject, all 
     exercises_gradients       RMSNorm's backward, a central-difference Jacobian
     exercises_circuits        a circuit's edges, the task loss, a single-node ablation
     exercises_superposition   the toy model's gradient, a TopK SAE's forward, the Jacobian SAE's Jacobian
+    exercises_mechanism       the share of the logit difference that patching one node restores
+    exercises_capstone        one column of the capstone's table: zero share, steps and compute to a loss
 
-In the lessons each exercise cell holds a reference solution between `# BEGIN SOLUTION` and `# END SOLUTION`, so the
-notebooks run top to bottom. `python -m minisparse.lessons.exercises blank lessons/` writes copies of the notebooks
-with every solution replaced by `raise NotImplementedError`, to solve from scratch (`minisparse.lessons.blank`).
+In `lessons/solutions/` each exercise cell holds a reference solution between `# BEGIN SOLUTION` and
+`# END SOLUTION`, so those notebooks run top to bottom. The notebooks a learner opens, `lessons/*.ipynb`, are the same
+with every solution replaced by `raise NotImplementedError` (`minisparse.lessons.blank`).
 """
 
 from __future__ import annotations
 
-from .blank import blank_notebook, blank_source, main
+from .blank import blank_source, blank_text, main
 from .check import ExerciseError, compare
-from .exercises_circuits import check_count_edges, check_node_ablation, check_task_loss
+from .exercises_capstone import check_road_column
+from .exercises_circuits import check_count_edges, check_task_loss
 from .exercises_gradients import check_jacobian, check_rmsnorm_backward
+from .exercises_mechanism import check_patch_restores
 from .exercises_sparsity import (
     check_abstopk,
     check_abstopk_backward,
@@ -43,8 +47,10 @@ from .exercises_superposition import check_jsae_jacobian, check_sae_forward, che
 
 __all__ = ["ExerciseError", "compare", "check_abstopk", "check_abstopk_backward", "check_topk_mask",
            "check_density_at", "check_rmsnorm_backward", "check_jacobian", "check_count_edges",
-           "check_task_loss", "check_node_ablation", "check_prune_to_density", "check_sparse_matmul",
-           "check_toy_grads", "check_sae_forward", "check_jsae_jacobian", "blank_notebook", "blank_source"]
+           "check_task_loss", "check_prune_to_density", "check_sparse_matmul",
+           "check_toy_grads", "check_sae_forward", "check_jsae_jacobian", "check_patch_restores", "check_road_column",
+           "blank_source",
+           "blank_text"]
 
 
 if __name__ == "__main__":

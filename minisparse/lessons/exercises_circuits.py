@@ -1,21 +1,19 @@
-"""Checks for the circuit exercises: counting a circuit's edges (lesson 4), the task loss pruning minimizes
-(lesson 8), and a single-node ablation inside a circuit (lesson 10)."""
+"""Checks for the circuit exercises: counting a circuit's edges (lesson 03) and the task loss pruning minimizes
+(lesson 04)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from minisparse.circuits.edges import circuit_edges
-from minisparse.circuits.masks import gates_from_mask, parse_node
-from minisparse.circuits.prune import TaskData, binary_task_loss, task_loss
+from minisparse.circuits.prune import binary_task_loss
 from minisparse.config import ModelConfig
-from minisparse.numpy import GPT
 from minisparse.params import init_params, site_sizes
 from minisparse.sparsity import is_sparsified
 
 from .check import ExerciseError, _call, _passed, compare
 
-__all__ = ["check_count_edges", "check_task_loss", "check_node_ablation"]
+__all__ = ["check_count_edges", "check_task_loss"]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -80,35 +78,3 @@ def check_task_loss(fn) -> None:
                      "when label 1 is right and softplus(z) when label 0 is; average over prompts, in nats, and "
                      "compute it so that a large |z| does not overflow (np.logaddexp)")
     _passed("task_loss", len(cases))
-
-
-def check_node_ablation(fn) -> None:
-    """`fn(model, data, mask, means, node)`: how much the task loss on `data` rises when `node` ("L{l}.{site}[i]") is
-    ablated too, inside the circuit `mask` ({site: [n] 0/1}, everything outside it ablated to `means`):
-    task loss without the node − task loss of the circuit. `mask` itself must not change."""
-    cfg, params, mask = _edge_case_model(7)
-    model = GPT(cfg, params={n: w * 30 if w.ndim == 2 else w for n, w in params.items()})   # logits far from equal
-    rng = np.random.default_rng(7)
-    data = TaskData(idx=rng.integers(0, cfg.vocab_size, (6, cfg.n_ctx)), labels=np.array([0, 1, 1, 0, 1, 0]),
-                    answer_ids=np.array([3, 9]), tokens=np.arange(cfg.vocab_size))
-    means = {key: rng.normal(size=n) for key, n in site_sizes(cfg).items()}
-    kept = [f"{key}[{i}]" for key, m in mask.items() for i in np.flatnonzero(m)]
-    outside = next(f"{key}[{i}]" for key, m in mask.items() for i in np.flatnonzero(m == 0))
-    cases = [(f"kept node {kept[0]}", kept[0]), (f"kept node {kept[len(kept) // 2]}", kept[len(kept) // 2]),
-             (f"kept node {kept[-1]}", kept[-1]), (f"node {outside}, which is not in the circuit", outside)]
-    base = task_loss(model, data, gates_from_mask(mask, means))
-    for label, node in cases:
-        before = {key: m.copy() for key, m in mask.items()}
-        key, i = parse_node(node)
-        without = {k: m.copy() for k, m in mask.items()}
-        without[key][i] = 0.0
-        expected = task_loss(model, data, gates_from_mask(without, means)) - base
-        got = _call("node_ablation", fn, model, data, mask, means, node)
-        for k in mask:
-            compare(f"node_ablation of the {label}: your function changed mask[{k!r}]", mask[k], before[k],
-                    hint="ablate the node in a copy of the mask: the circuit itself stays as it is")
-        compare(f"node_ablation of the {label}", got, expected, rtol=1e-9, atol=1e-12,
-                hint="Δ = task loss with the circuit minus this node (every other node still ablated to its mean) − "
-                     "task loss of the circuit; ablating a node outside the circuit changes nothing")
-    _passed("node_ablation", len(cases))
-

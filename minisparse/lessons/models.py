@@ -1,103 +1,130 @@
-"""The lessons' models: their recipes, their corpus, and where to find them trained (`minisparse.zoo` caches them).
+"""The course's models and its task, shared by every lesson so that two lessons asking for "sparse" get the same model.
 
-`lesson_model(name, fast)` gives the models the lessons share, so that two lessons asking for "sparse" get the same
-one: a small GPT trained on the standard library with examples of six built-in tasks mixed in
-(`minisparse.tasks.with_task_examples`), so that a model this small, trained in minutes, does the tasks that lessons
-4, 8 and 10 prune it for. "dense", "sparse-4", "sparse" and "sparse-64" (`DENSITIES`) differ only in weight density;
-`fast` swaps in a tiny version that trains in seconds (the lessons' CI mode). If `minisparse reproduce` has finished a
-model at the same density (its first seed), `lesson_run` uses that one instead (`reproduce_run`).
+By default the models are the ones shipped in the zoo (`minisparse.zoo`): the first seed of `minisparse reproduce`, the
+models the README's headline comes from. They load in a second; nothing trains.
+
+    "dense"           the final dense model
+    "dense-matched"   the dense checkpoint whose validation loss matches the 1/16 model's (compare circuits here)
+    "sparse-4", "sparse", "sparse-64"   weight-sparse at 1/4, 1/16, 1/64, all else equal to "dense"
+
+`fast=True` swaps in tiny versions trained in seconds by the same recipe at a small scale (the lessons' CI mode, cached
+by `minisparse.zoo.trained_run`); their numbers illustrate the code, not the claims.
+
+The course's task (`course_task`), by one rule for every lesson: the smallest real 1/16 circuit among the tasks that
+`minisparse reproduce`'s headline comparison counts for these models (both models solve it, at matched loss).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from pathlib import Path
 
-from minisparse.checkpoint import load
+from minisparse.checkpoint import load, read_configs
+from minisparse.circuits import TaskData, task_loss
 from minisparse.config import ModelConfig, TrainConfig
 from minisparse.data import Corpus, load_corpus
 from minisparse.rundir import MODEL_FILE
-from minisparse.tasks import TASK_EXAMPLES_SEED, with_task_examples
-from minisparse.zoo import default_search, made_by, trained_run
+from minisparse.tasks import BUILTIN_TASKS, TASK_EXAMPLES_SEED, get_task, with_task_examples
+from minisparse.zoo import manifest, metrics, provenance, shipped, shipped_path, trained_run
 
-_LESSON_MODEL = ModelConfig(vocab_size=256, n_ctx=64, d_model=64, n_layer=2, n_head=4, d_head=16, d_mlp=256,
-                            pos_emb="learned")
-_LESSON_TRAIN = TrainConfig(steps=2000, batch_size=16, lr=2e-2, min_per_neuron=1, eval_every=100, eval_batches=8,
-                            checkpoint_every=250)
-_FAST_MODEL = dataclasses.replace(_LESSON_MODEL, d_model=32, n_head=2, d_mlp=128, n_layer=1)
-_FAST_TRAIN = dataclasses.replace(_LESSON_TRAIN, steps=60, batch_size=8, eval_every=20, eval_batches=2,
-                                  checkpoint_every=60)
-DENSITIES = {"dense": 1.0, "sparse-4": 1 / 4, "sparse": 1 / 16, "sparse-64": 1 / 64}
-LESSON_TASKS = ("single_double_quote", "bracket_counting", "set_or_string_fixedvarname", "while_return_true",
-                "dict_or_list", "def_or_call")
-# Examples of each task mixed into the lessons' training text, by `fast`: 2,000 distinct ones, each 4 times (about 12%
-# of the bytes), enough for the 2-layer models to learn some tasks in 2,000 steps. Their seed is not 0, the seed the
-# lessons draw pruning prompts with, so that pruning fits fresh prompts, not training examples.
-_EXAMPLES = {False: dict(per_task=2000, repeat=4), True: dict(per_task=200, repeat=1)}
-_EXAMPLES_SEED = TASK_EXAMPLES_SEED     # a seed pruning never draws prompts with
+SHIPPED = {"dense": "dense-s0@3000", "dense-matched": None, "sparse-4": "1in4-s0@3000", "sparse": "1in16-s0@3000",
+           "sparse-64": "1in64-s0@3000"}
+DENSITIES = {"dense": 1.0, "dense-matched": 1.0, "sparse-4": 1 / 4, "sparse": 1 / 16, "sparse-64": 1 / 64}
+
+_FAST_MODEL = ModelConfig(vocab_size=256, n_ctx=64, d_model=32, n_layer=1, n_head=2, d_head=16, d_mlp=128,
+                          pos_emb="learned")
+_FAST_TRAIN = TrainConfig(steps=60, batch_size=8, lr=2e-2, min_per_neuron=1, eval_every=20, eval_batches=2,
+                          checkpoint_every=60, task_examples=200)
 
 
-def recipe(name: str, fast: bool = False, steps: int | None = None) -> tuple[ModelConfig, TrainConfig]:
-    """The (ModelConfig, TrainConfig) of a lesson model: "dense", or weight-sparse at 1/4, 1/16 or 1/64 ("sparse-4",
-    "sparse", "sparse-64"), all else equal. `fast`: a tiny version that trains in seconds (the lessons' CI mode);
-    `steps`: another training budget, the schedules scaled to it."""
+def _check(name: str) -> None:
     if name not in DENSITIES:
-        raise ValueError(f"unknown lesson model {name!r}; known: {sorted(DENSITIES)}")
-    model_cfg, train_cfg = (_FAST_MODEL, _FAST_TRAIN) if fast else (_LESSON_MODEL, _LESSON_TRAIN)
-    train_cfg = dataclasses.replace(train_cfg, weight_density=DENSITIES[name])
-    if steps is not None:
-        train_cfg = dataclasses.replace(train_cfg, steps=steps)
-    return model_cfg, train_cfg
+        raise ValueError(f"unknown lesson model {name!r}; known: {list(DENSITIES)}")
+
+
+def shipped_name(name: str) -> str:
+    """The zoo name of a lesson model ("sparse" -> "1in16-s0@3000")."""
+    _check(name)
+    if name == "dense-matched":
+        return next(n for n, e in manifest().items() if e["matched_to"] == SHIPPED["sparse"])
+    return SHIPPED[name]
+
+
+def fast_recipe(name: str) -> tuple[ModelConfig, TrainConfig]:
+    """A fast model's configs: the tiny shape at the lesson model's density; "dense-matched" is dense trained a third
+    as long (a stand-in for a checkpoint matched in loss)."""
+    _check(name)
+    train_cfg = dataclasses.replace(_FAST_TRAIN, weight_density=DENSITIES[name])
+    if name == "dense-matched":
+        train_cfg = dataclasses.replace(train_cfg, steps=20, checkpoint_every=20)
+    return _FAST_MODEL, train_cfg
+
+
+def _fast_run(name: str, progress: bool = True):
+    return trained_run(*fast_recipe(name), progress=progress)
+
+
+def lesson_checkpoint(name: str, fast: bool = False, progress: bool = True):
+    """The checkpoint file of a lesson model (shipped, or for `fast` trained now if not cached)."""
+    return _fast_run(name, progress) / MODEL_FILE if fast else shipped_path(shipped_name(name))
+
+
+def lesson_model(name: str, fast: bool = False, progress: bool = True):
+    """A lesson model as a NumPy GPT."""
+    return load(lesson_checkpoint(name, fast, progress)) if fast else shipped(shipped_name(name))
+
+
+def lesson_configs(name: str, fast: bool = False) -> tuple[ModelConfig, TrainConfig]:
+    """The (ModelConfig, TrainConfig) a lesson model was trained with, read from its file."""
+    config, train_config, _ = read_configs(lesson_checkpoint(name, fast))
+    return config, train_config
+
+
+def val_curve(name: str, fast: bool = False) -> list[tuple[int, float]]:
+    """[(step, validation loss in nats/byte), ...] along the lesson model's training."""
+    if fast:
+        return [(r["step"], r["val_loss"]) for r in metrics(_fast_run(name)) if "val_loss" in r]
+    return [(int(step), loss) for step, loss in provenance(shipped_name(name))["val_curve"]]
+
+
+def held_out_losses(name: str, fast: bool = False) -> dict[str, float]:
+    """{task: the model's held-out task loss}: recorded in the zoo when it was shipped (a test re-evaluates them), or
+    computed now for `fast`."""
+    if not fast:
+        return dict(provenance(shipped_name(name))["task_loss"])
+    model = lesson_model(name, fast=True)
+    return {t: task_loss(model, TaskData.from_task(get_task(t), 64, model.config.n_ctx, "test", 0))
+            for t in BUILTIN_TASKS}
 
 
 @functools.lru_cache(maxsize=2)
 def lesson_corpus(fast: bool = False) -> Corpus:
-    """The lessons' training corpus: the standard library with examples of LESSON_TASKS mixed in."""
-    return with_task_examples(load_corpus(), LESSON_TASKS, **_EXAMPLES[fast], seed=_EXAMPLES_SEED)
+    """The text the lesson models were trained on: the standard library with examples of every built-in task mixed
+    in (train templates only, so held-out prompts stay unseen), as `minisparse.train` mixes them."""
+    _, train_cfg = lesson_configs("dense", fast)
+    return with_task_examples(load_corpus(), BUILTIN_TASKS, train_cfg.task_examples, TASK_EXAMPLES_SEED)
 
 
-def reproduce_run(name: str, search=None) -> Path | None:
-    """The finished run that `minisparse reproduce` trained at this lesson model's density (its first seed), if one is
-    under the `search` folders (default: `default_search()`), as `<folder>/models/<run>/model.safetensors`."""
-    from minisparse.reproduce import Run
-
-    run = Run(DENSITIES[name], 0).name
-    for folder in default_search() if search is None else search:
-        made = made_by(Path(folder) / "models" / run / MODEL_FILE)
-        if made is not None and made["train_config"] and made["step"] == made["train_config"]["steps"]:
-            return Path(folder) / "models" / run
-    return None
-
-
-def lesson_run(name: str, fast: bool = False, steps: int | None = None, progress: bool = True,
-               reproduce: bool = True) -> Path:
-    """The run directory of a lesson model: with `reproduce` (and not `fast`, and no other `steps`), the model
-    `minisparse reproduce` trained at this density if there is one; otherwise the lesson `recipe` trained on
-    `lesson_corpus`, now if it is not cached yet."""
-    found = reproduce_run(name) if reproduce and not fast and steps is None else None
-    return found or trained_run(*recipe(name, fast, steps), corpus=lesson_corpus(fast), progress=progress)
+def course_task(fast: bool = False):
+    """The course's task, by one rule: of the tasks `minisparse reproduce`'s headline comparison counts for the shipped
+    pair (both the 1/16 model and the matched dense checkpoint solve it, the 1/16 circuit is real by `verdict`, the
+    dense one reached its target, neither keeps most of its model), the one with the smallest 1/16 circuit: the
+    circuit the reproduce report reads. In fast mode (nothing pruned in advance), the task whose worse loss of the two
+    tiny models is lowest."""
+    if not fast:
+        counted = provenance(shipped_name("dense-matched"))["comparison"]["per_task"]
+        if counted:
+            return get_task(min(counted, key=lambda t: counted[t]["sparse_edges"]))
+    sparse, dense = held_out_losses("sparse", fast), held_out_losses("dense-matched", fast)
+    return get_task(min(sparse, key=lambda t: max(sparse[t], dense[t])))
 
 
-def lesson_model(name: str, fast: bool = False, steps: int | None = None, progress: bool = True,
-                 reproduce: bool = True):
-    """A lesson model as a NumPy GPT (see `lesson_run`)."""
-    return load(lesson_run(name, fast, steps, progress, reproduce) / MODEL_FILE)
-
-
-def describe(run: Path) -> str:
-    """One line on what a run directory holds: its shape, training, density and text."""
-    made = made_by(Path(run) / MODEL_FILE)
-    if made is None:
-        raise ValueError(f"no readable checkpoint in {run}")
-    m, t = made["config"], made["train_config"] or {}
-    if made["corpus"] == load_corpus().fingerprint:
-        text = "the standard library"
-    elif any(made["corpus"] == lesson_corpus(fast).fingerprint for fast in (True, False)):   # the small one first
-        text = "the standard library with task examples mixed in"
-    else:
-        text = f"a corpus of fingerprint {made['corpus'][:12]}…"
-    density = t.get("weight_density", 1.0)
-    return (f"{run}: d_model {m['d_model']}, {m['n_layer']} layers, context {m['n_ctx']}; "
-            + ("dense" if density == 1 else f"weight density 1/{round(1 / density)}")
-            + f"; {made['step']} steps of {t.get('batch_size', '?')}×{m['n_ctx']} bytes of {text}")
+def describe(name: str, fast: bool = False) -> str:
+    """One line on a lesson model: where it comes from, its shape, training, density and validation loss."""
+    m, t = lesson_configs(name, fast)
+    density = "dense" if t.weight_density == 1 else f"weight density 1/{round(1 / t.weight_density)}"
+    step = read_configs(lesson_checkpoint(name, fast))[2]["step"]
+    source = "a fast (tiny) model" if fast else f"the zoo's {shipped_name(name)}"
+    return (f"{name}: {source}: d_model {m.d_model}, {m.n_layer} layers, context {m.n_ctx}; {density}; step {step} of "
+            f"{t.steps} ({t.batch_size}×{m.n_ctx} bytes a step); validation loss {val_curve(name, fast)[-1][1]:.3f} "
+            "nats/byte")

@@ -4,6 +4,8 @@
     params, log = train_pair(data.x, data.y, data.mlp, n_latents=256, k=8, lam=1.0, steps=1000)
     evaluate_pair(params, data.x_val, data.y_val, data.mlp, k=8)         # FVU of each SAE, Jacobian sparsity
     sweep(data, lambdas=[0, 1], seeds=[0, 1, 2], n_latents=256, k=8, steps=1000)   # all of it, a row per run
+    next_byte_loss(model, batches, splice_hooks(model, params, data, layer=0, k=8))   # the model with the pair in
+    pair_training_flops(128, 256, 8, 512, steps=1000, batch_size=256, lam=1.0)       # what the pair cost to train
 
 Activations are normalised so that their entries have mean square 1 on the training tokens (each side by its own
 scale, and the MLP rescaled to match: `MLP.rescaled`), so MSE_in and MSE_out weigh alike and λ means the same on any
@@ -24,7 +26,9 @@ import numpy as np
 
 from minisparse.config import TrainConfig
 from minisparse.data import get_batch
+from minisparse.numpy.layers import cross_entropy_forward
 from minisparse.optim import init_state, optimizer_step
+from minisparse.sparsity import abstopk
 
 from .numpy import (
     MLP,
@@ -55,10 +59,11 @@ def collect_activations(model, data: np.ndarray, layer: int, n_tokens: int, batc
     return np.concatenate(xs)[:n_tokens], np.concatenate(ys)[:n_tokens]
 
 
-# Lesson 9's sizes, shared with `python -m minisparse.lessons.sae_table`: tokens to train on and to measure on, the
-# SAEs' latents and k, and their training. "fast" goes with the lessons' fast models (their CI mode).
+# Lesson 08's sizes, shared with `python -m minisparse.lessons.sae_table`: tokens to train on and to measure on, the
+# SAEs' latents and k, and their training; sized so that the lesson's eight pairs (four λ, a trained and a random
+# model) train in about half a minute on a laptop core. "fast" goes with the lessons' fast models (their CI mode).
 LESSON_SETTINGS = {
-    "default": dict(n_train=32_768, n_val=4096, n_latents=256, k=8, steps=1000, batch_size=128),
+    "default": dict(n_train=16_384, n_val=4096, n_latents=128, k=8, steps=400, batch_size=128),
     "fast": dict(n_train=4096, n_val=1024, n_latents=64, k=4, steps=150, batch_size=128),
 }
 
@@ -139,10 +144,13 @@ def evaluate_pair(params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, m
 
 
 def sweep(data: MLPData, lambdas, seeds, *, n_latents: int, k: int, steps: int, batch_size: int = 256,
-          lr: float = 1e-2, progress: bool = True) -> list[dict]:
+          lr: float = 1e-2, progress: bool = True, model=None, batches=None, layer: int = 0) -> list[dict]:
     """Train a pair for every λ and seed and measure it on the validation tokens: one row per run,
-    {"lam", "seed", "seconds", **evaluate_pair(...)}."""
+    {"lam", "seed", "seconds", **evaluate_pair(...)}. Given the `model` that `data` came from (block `layer`) and
+    validation `batches`, each row also has "loss_increase": the model's next-byte loss with the pair spliced in
+    (`splice_hooks`) minus its clean loss."""
     rows = []
+    clean = next_byte_loss(model, batches) if model is not None else None
     for lam in lambdas:
         for seed in seeds:
             start = time.perf_counter()
@@ -151,6 +159,9 @@ def sweep(data: MLPData, lambdas, seeds, *, n_latents: int, k: int, steps: int, 
                                    desc=f"λ = {lam:g}, seed {seed}")
             rows.append({"lam": lam, "seed": seed, "seconds": time.perf_counter() - start,
                          **evaluate_pair(params, data.x_val, data.y_val, data.mlp, k)})
+            if model is not None:
+                rows[-1]["loss_increase"] = next_byte_loss(model, batches,
+                                                           splice_hooks(model, params, data, layer, k)) - clean
     return rows
 
 
@@ -176,12 +187,15 @@ def channel_row(model, data: MLPData, **sparsity_args) -> dict:
 
 def summary_table(rows: list[dict]) -> str:
     """A markdown table, one line per (name, λ) with every measure as mean (min..max) over its seeds. A row is
-    {"name", "lam", "seed", and measures}; name defaults to the JSAE pair's."""
+    {"name", "lam", "seed", and measures}; name defaults to the JSAE pair's. A "loss_increase" measure (the model's
+    loss with the pair spliced in, minus its clean loss) gets a column when some row has one."""
     columns = [("fvu_in", "FVU in", "{:.3f}"), ("fvu_out", "FVU out", "{:.3f}"),
                ("above_threshold", r"share of \|J\| > 0.01", "{:.1%}"),            # \| : a | inside a cell
                ("mass_fraction", r"share of entries holding 90% of Σ\|J\|", "{:.1%}"),
                ("exact_zero", "share exactly 0", "{:.1%}"), ("mean_abs", r"mean \|J\|", "{:.4f}"),
                ("dead_out", "dead output latents", "{:.0%}")]
+    if any(row.get("loss_increase") is not None for row in rows):        # only where the pairs were spliced in
+        columns.append(("loss_increase", "loss increase spliced in (nats/byte)", "{:.3f}"))
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault((row.get("name", "SAE pair"), row.get("lam")), []).append(row)
@@ -200,6 +214,61 @@ def summary_table(rows: list[dict]) -> str:
         seeds = ",".join(str(r["seed"]) for r in group if r.get("seed") is not None) or "—"
         lines.append(f"| {name} | {'—' if lam is None else f'{lam:g}'} | {seeds} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def splice_hooks(model, params: dict[str, np.ndarray], data: MLPData, layer: int, k: int) -> dict:
+    """Hooks for `model.run_with_hooks` that put the SAE pair in place of block `layer`'s MLP, the standard test of an
+    SAE (how much of the model's loss survives it): the MLP reads the input SAE's reconstruction x̂ of its input, its
+    output y is replaced by the output SAE's reconstruction ŷ, and ŷ goes through mlp_out's AbsTopK as y would.
+    `data` (made from `model`) gives the scales the pair was trained at and the rescaled MLP."""
+    seen: dict[str, np.ndarray] = {}
+    k_out = model.config.topk(model.config.d_model)
+
+    def read_input(value, key):                 # mlp_in: the MLP's input x; the residual stream never reads it
+        seen["x"] = value
+        return value
+
+    def write_output(value, key):               # mlp_out: after its AbsTopK, so ŷ gets the same AbsTopK
+        x = seen.pop("x").reshape(-1, value.shape[-1]) / data.scale_in
+        x_hat = sae_forward(x, params, k, "in.")[0]
+        y_hat = sae_forward(mlp_forward(x_hat, data.mlp)[0], params, k, "out.")[0]
+        return abstopk(y_hat * data.scale_out, k_out).reshape(value.shape)
+
+    return {f"L{layer}.mlp_in": read_input, f"L{layer}.mlp_out": write_output}
+
+
+def mean_ablation_hooks(model, data: MLPData, layer: int) -> dict:
+    """Hooks that replace block `layer`'s MLP output (the mlp_out site) by its mean over the training tokens of
+    `data`: the MLP's contribution with everything token-specific removed, the floor a spliced-in SAE pair is
+    measured against."""
+    k_out = model.config.topk(model.config.d_model)
+    mean = abstopk(data.y * data.scale_out, k_out).mean(axis=0)
+    return {f"L{layer}.mlp_out": lambda value, key: np.broadcast_to(mean, value.shape).astype(value.dtype)}
+
+
+def next_byte_loss(model, batches, hooks: dict | None = None) -> float:
+    """Mean next-byte cross-entropy (nats/byte) of `model` over `batches` [(idx [B, T], targets [B, T]), ...]
+    (`minisparse.data.eval_batches`), with `hooks` (`splice_hooks`, `mean_ablation_hooks`) if given."""
+    losses = []
+    for idx, targets in batches:
+        logits = model.run_with_hooks(idx, hooks) if hooks else model.forward(idx)
+        losses.append(cross_entropy_forward(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))[0])
+    return float(np.mean(losses))
+
+
+def pair_training_flops(d_model: int, n_latents: int, k: int, d_mlp: int, *, steps: int, batch_size: int,
+                        lam: float) -> float:
+    """About how many FLOPs `train_pair` spends (multiply-adds count 2), from the matrix products of its code:
+    per token, each SAE's encoder and decoder forward and their three backward products, 12·D·S, two SAEs; with a
+    Jacobian penalty also the MLP's forward (4·D·M), the k × k Jacobian and its backward (6·k²·M) and the gradients'
+    way back into the decoders (4·k·M·D); per step, P and Q (4·M·D·S). Activations and the model's forward passes
+    that collect them are not counted (they are a few forward passes over n_train tokens)."""
+    tokens = steps * batch_size
+    flops = 24 * d_model * n_latents * tokens
+    if lam:
+        flops += (4 * d_model * d_mlp + 6 * k * k * d_mlp + 4 * k * d_mlp * d_model) * tokens
+        flops += 4 * d_mlp * d_model * n_latents * steps
+    return float(flops)
 
 
 def _progress(iterable, desc: str, disable: bool):

@@ -6,7 +6,7 @@
 """
 
 from .cache import cache_dir, default_search, find_run, made_by, metrics, model_key, trained, trained_run
-from .shipped import FILES, build, manifest, provenance, shipped, shipped_names, shipped_path, unpack
+from .packaged import FILES, build, manifest, provenance, shipped, shipped_names, shipped_path, unpack
 
 __all__ = ["FILES", "build", "cache_dir", "default_search", "find_run", "made_by", "manifest", "metrics", "model_key",
            "provenance", "shipped", "shipped_names", "shipped_path", "trained", "trained_run", "unpack"]

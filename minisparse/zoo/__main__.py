@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 from pathlib import Path
 
-from .shipped import FILES, build, manifest, unpack
+from ..config import preset
+from .packaged import FILES, build, manifest, unpack
 
 # What the zoo ships of a `reproduce` folder: seed 0's final models at every density, and the dense checkpoint matched
 # to its 1/16 model (the README's headline pair).
@@ -26,19 +26,19 @@ def _commit() -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minisparse.zoo", description=__doc__)
-    sub = parser.add_subparsers(dest="command")
-    b = sub.add_parser("build", help="ship seed 0 of a finished `minisparse reproduce --out OUT` folder")
+    sub = parser.add_subparsers(dest="action")
+    b = sub.add_parser("build", help="ship seed 0 of a `minisparse reproduce --out OUT` folder, once it has evaluated")
     b.add_argument("out", type=Path)
     b.add_argument("--command", required=True, help="the command that made OUT, recorded as provenance")
+    b.add_argument("--commit", help="the commit that made OUT (default: this checkout's HEAD)")
     u = sub.add_parser("unpack", help="lay the shipped models out as reproduce's models in OUT")
     u.add_argument("out", type=Path)
     args = parser.parse_args(argv)
-    if args.command == "build":
-        results = json.loads((args.out / "results.json").read_text(encoding="utf-8"))
-        steps = results["preset"]["train"]["steps"]
-        points = [f"{run}@{steps}" for run in FINALS] + [results["matched"]["1in16-s0"]]
-        build(args.out, points, command=args.command, commit=_commit())
-    elif args.command == "unpack":
+    if args.action == "build":
+        steps = preset("reproduce")[1].steps
+        build(args.out, [f"{run}@{steps}" for run in FINALS], f"1in16-s0@{steps}", command=args.command,
+              commit=args.commit or _commit())
+    elif args.action == "unpack":
         for path in unpack(args.out):
             print(path)
         return 0

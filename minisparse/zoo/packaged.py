@@ -21,7 +21,10 @@ import shutil
 from pathlib import Path
 
 from ..checkpoint import CheckpointError, load, read_checkpoint, write_checkpoint
+from ..circuits.scorecard import SOLVED
 from ..config import TrainConfig
+from ..params import site_sizes
+from ..reproduce.summary import closest_loss, compare
 from ..rundir import METRICS_FILE, MODEL_FILE, kept_checkpoint_file, write_json_atomic
 
 FILES = Path(__file__).parent / "files"
@@ -94,18 +97,46 @@ def _curve(run_dir: Path, until: int) -> list[list[float]]:
     return [[step, curve[step]] for step in sorted(curve)]
 
 
-def build(reproduce_out, points: list[str], *, command: str, commit: str, files: Path = FILES) -> dict:
-    """Ship `points` ("<run>@<step>") of a finished `minisparse reproduce` folder: each checkpoint rewritten compactly
-    into `files`, and the manifest with its provenance, its recorded losses (`reproduce_out/evals`) and its curve."""
+def matched_point(reproduce_out, sparse_point: str) -> str:
+    """The kept dense checkpoint of the same seed whose validation loss is closest to `sparse_point`'s, as
+    `minisparse reproduce` matches them, from the folder's evaluations."""
+    evals = Path(reproduce_out) / "evals"
+    val = {p.stem: json.loads(p.read_text(encoding="utf-8"))["val_loss"] for p in evals.glob("*.json")}
+    seed = sparse_point.split("@")[0].split("-")[-1]
+    return closest_loss(val[sparse_point], {p: v for p, v in val.items() if p.startswith(f"dense-{seed}@")})
+
+
+def headline_comparison(reproduce_out, dense_point: str, sparse_point: str) -> dict:
+    """`minisparse reproduce`'s comparison of two points (`reproduce.summary.compare`): the tasks both solve, which of
+    them count (a real sparse circuit, a dense one that reached its target, neither the whole model) and their edges,
+    from the folder's evaluations and scorecards; refused while a scorecard it needs is missing."""
     out = Path(reproduce_out)
-    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
-    matched = {dense: sparse for sparse, dense in results["matched"].items()}
+    evals = {p: json.loads((out / "evals" / f"{p}.json").read_text(encoding="utf-8")) for p in (dense_point,
+                                                                                                 sparse_point)}
+    cards = {p: {c.stem: json.loads(c.read_text(encoding="utf-8")) for c in (out / "circuits" / p).glob("*.json")
+                 if "." not in c.stem} for p in evals}
+    tasks = list(evals[sparse_point]["task_loss"])
+    both = [t for t in tasks if max(evals[p]["task_loss"][t] for p in evals) <= SOLVED]
+    missing = [f"{p}/{t}" for p in evals for t in both if t not in cards[p]]
+    if missing:
+        raise FileNotFoundError(f"{out}: no scorecard yet for {missing}; let `minisparse reproduce` prune first")
+    config = read_checkpoint(out / "models" / sparse_point.split("@")[0] / MODEL_FILE)[0]
+    return compare(evals, cards, dense_point, sparse_point, tasks, SOLVED, sum(site_sizes(config).values()))
+
+
+def build(reproduce_out, finals: list[str], matched_to: str, *, command: str, commit: str, files: Path = FILES) -> dict:
+    """Ship the final models `finals` ("<run>@<step>") of a `minisparse reproduce` folder, and the dense checkpoint
+    matched to `matched_to` with their comparison (`headline_comparison`, so the folder must have pruned that pair):
+    each checkpoint rewritten compactly into `files`, and the manifest with its provenance, its recorded losses
+    (`reproduce_out/evals`) and its validation curve."""
+    out = Path(reproduce_out)
+    matched = {matched_point(out, matched_to): matched_to}
+    comparison = headline_comparison(out, *matched, matched_to)
     files.mkdir(parents=True, exist_ok=True)
     entries = []
-    for point in points:
+    for point in [*finals, *matched]:
         run, step = point.split("@")
-        source = out / "models" / run / kept_checkpoint_file(int(step))
-        config, params, meta = read_checkpoint(source)
+        config, params, meta = read_checkpoint(out / "models" / run / kept_checkpoint_file(int(step)))
         train_config = TrainConfig.from_dict(json.loads(meta["train_config"]))
         target = files / f"{point.replace('@', '-')}.safetensors"
         write_checkpoint(config, params, target, step=int(step), train_config=train_config, compact=True,
@@ -118,8 +149,8 @@ def build(reproduce_out, points: list[str], *, command: str, commit: str, files:
             "made_by": {"command": command, "commit": commit},
             "val_loss": evals["val_loss"], "task_loss": evals["task_loss"], "task_loss_se": evals["task_loss_se"],
             "val_curve": _curve(out / "models" / run, int(step)),
+            **({"comparison": comparison} if point in matched else {}),
         })
     write_json_atomic(files / MANIFEST, {"models": entries})
     manifest.cache_clear()
     return {e["name"]: e for e in entries}
-

@@ -1,0 +1,116 @@
+"""The shipped zoo: every model in the package is the one its manifest describes, evaluates to the losses recorded when
+it was shipped, fits the size budget, and lays out for `minisparse reproduce --reuse`; `build` ships a reproduce
+folder's models compactly and exactly."""
+
+import dataclasses
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from minisparse import zoo
+from minisparse.checkpoint import CheckpointError, read_checkpoint
+from minisparse.config import preset
+from minisparse.reproduce.jobs import evaluate_job
+from minisparse.reproduce.layout import Layout
+from minisparse.reproduce.plan import Experiment, Run
+from minisparse.train import train
+
+BUDGET_BYTES = 15_000_000          # what the zoo may add to the repository, in all
+NAMES = zoo.shipped_names()
+
+
+def test_the_course_task_is_the_smallest_real_sparse_circuit_the_shipped_comparison_counts():
+    from minisparse.lessons.models import course_task
+
+    (matched,) = [e for e in zoo.manifest().values() if e["matched_to"] == "1in16-s0@3000"]
+    counted = matched["comparison"]["per_task"]
+    assert counted, "the shipped pair counts no task: the course has no task to read"
+    smallest = min(counted, key=lambda t: counted[t]["sparse_edges"])
+    assert course_task().name == smallest
+    for t in counted:                        # counted means solved by both, as recorded
+        assert max(matched["task_loss"][t], zoo.provenance("1in16-s0@3000")["task_loss"][t]) <= 0.3
+
+
+def test_the_zoo_ships_the_headline_models_within_its_budget():
+    finals = {"dense-s0@3000", "1in4-s0@3000", "1in16-s0@3000", "1in64-s0@3000"}
+    assert finals <= set(NAMES)
+    matched = [e for e in zoo.manifest().values() if e["matched_to"] == "1in16-s0@3000"]
+    assert len(matched) == 1 and matched[0]["density"] == 1 and not matched[0]["final"]
+    total = sum((zoo.FILES / e["file"]).stat().st_size for e in zoo.manifest().values())
+    assert total <= BUDGET_BYTES
+    for e in zoo.manifest().values():
+        assert e["made_by"]["command"].startswith("minisparse reproduce") and len(e["made_by"]["commit"]) == 40
+        assert e["val_curve"][-1][0] == e["step"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_shipped_model_evaluates_to_its_recorded_losses(name, tmp_path):
+    entry = zoo.provenance(name)
+    evals = evaluate_job(Experiment(), str(zoo.shipped_path(name)), str(tmp_path / "eval.json"))
+    # losses are O(1) nats; float32 sums in another order (another CPU's BLAS kernel) move them by ~1e-6
+    assert abs(evals["val_loss"] - entry["val_loss"]) < 1e-4
+    assert evals["task_loss"].keys() == entry["task_loss"].keys()
+    for task, loss in entry["task_loss"].items():
+        assert abs(evals["task_loss"][task] - loss) < 1e-4, task
+
+
+def test_a_shipped_file_that_differs_from_the_manifest_is_refused(tmp_path, monkeypatch):
+    copy = tmp_path / "files"
+    shutil.copytree(zoo.FILES, copy)
+    monkeypatch.setattr("minisparse.zoo.packaged.FILES", copy)
+    name = NAMES[0]
+    path = copy / zoo.provenance(name)["file"]
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="differs from the one recorded"):
+        zoo.shipped(name)
+    with pytest.raises(KeyError, match="no shipped model 'dense-s9@1'"):
+        zoo.shipped("dense-s9@1")
+
+
+def test_unpacked_models_are_what_reproduce_reuse_needs(tmp_path):
+    zoo.unpack(tmp_path)
+    layout = Layout(tmp_path, preset("reproduce")[1].steps)
+    for run in ("dense-s0", "1in4-s0", "1in16-s0", "1in64-s0"):
+        assert layout.finished(Run(1.0 if run.startswith("dense") else 1 / int(run[3:-3]), 0))
+    matched = next(n for n, e in zoo.manifest().items() if e["matched_to"])
+    assert layout.checkpoint(matched).is_file()
+    assert f"dense-s0@{matched.split('@')[1]}" in layout.points(Run(1.0, 0))
+
+
+def test_build_ships_a_reproduce_folder_exactly_and_compactly(tmp_path):
+    model_cfg, train_cfg = preset("tiny")
+    train_cfg = dataclasses.replace(train_cfg, steps=8, checkpoint_every=4, eval_every=4)
+    out = tmp_path / "reproduce"
+    for run, density in (("dense-s0", 1.0), ("1in16-s0", 1 / 16)):
+        train(model_cfg, dataclasses.replace(train_cfg, weight_density=density), out / "models" / run,
+              progress=False, keep_checkpoints=True)
+    experiment = Experiment(preset="tiny", tasks=("single_double_quote",))
+    for point in ("dense-s0@4", "dense-s0@8", "1in16-s0@8"):
+        run, step = point.split("@")
+        evaluate_job(experiment, str(out / "models" / run / f"model-{int(step):06d}.safetensors"),
+                     str(out / "evals" / f"{point}.json"))
+    vals = {p: json.loads((out / "evals" / f"{p}.json").read_text())["val_loss"] for p in ("dense-s0@4", "dense-s0@8")}
+    sparse_val = json.loads((out / "evals" / "1in16-s0@8.json").read_text())["val_loss"]
+    expected_match = min(vals, key=lambda p: abs(vals[p] - sparse_val))
+
+    files = tmp_path / "files"
+    entries = zoo.build(out, ["dense-s0@8", "1in16-s0@8"], "1in16-s0@8", command="minisparse reproduce --test",
+                        commit="0" * 40, files=files)
+    assert list(entries) == ["dense-s0@8", "1in16-s0@8", expected_match]
+    assert entries[expected_match]["matched_to"] == "1in16-s0@8"
+    assert entries[expected_match]["comparison"]["tasks"] == []       # models trained for 8 steps solve no task
+    for name, entry in entries.items():
+        run, step = name.split("@")
+        _, original, _ = read_checkpoint(out / "models" / run / f"model-{int(step):06d}.safetensors")
+        _, shipped, meta = read_checkpoint(files / entry["file"])
+        for key, w in original.items():
+            np.testing.assert_array_equal(shipped[key], w, err_msg=key)
+        assert meta["format_version"] == "3" and entry["step"] == int(step)
+        assert entry["task_loss"] == json.loads((out / "evals" / f"{name}.json").read_text())["task_loss"]
+    sparse_bytes = (files / entries["1in16-s0@8"]["file"]).stat().st_size
+    dense_bytes = (files / entries["dense-s0@8"]["file"]).stat().st_size
+    assert sparse_bytes < 0.5 * dense_bytes           # the nonzeros and a bit per entry, not the zeros
