@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/tour")
     p.add_argument("--checkpoint", help="tour this weight-sparse checkpoint instead of the cached models")
     p.add_argument("--dense-checkpoint", help="a dense model to compare circuits with (with --checkpoint)")
-    p.add_argument("--task", default="single_double_quote")
+    p.add_argument("--task", help="default: the course's task on the shipped models, single_double_quote on yours")
     p.add_argument("--fast", action="store_true", help="tiny models trained in seconds (for tests; nothing solved)")
     p.set_defaults(run=commands.tour)
     return parser

@@ -5,8 +5,9 @@ activations are, prunes both to the circuit of one task, checks the sparse circu
 sufficiency and necessity, both controls), compares the two circuits' edges, reads the sparse circuit's busiest nodes,
 and draws both. It ends by saying what was shown, or, if the circuit fails a check, which one and why.
 
-Models: the ones given (--checkpoint, --dense-checkpoint), else the 1/16 and dense models shipped in the zoo (the
-first seed of `minisparse reproduce`, `minisparse.lessons.models`): nothing trains.
+Models: the ones given (--checkpoint, --dense-checkpoint), else the 1/16 model shipped in the zoo and the dense
+checkpoint matched to it in validation loss (the first seed of `minisparse reproduce`, `minisparse.lessons.models`),
+on the course's task: nothing trains.
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ def tour_checkpoints(checkpoint=None, dense_checkpoint=None, *, fast: bool = Fal
         return Path(checkpoint), dense_checkpoint and Path(dense_checkpoint), str(checkpoint)
     from .lessons.models import lesson_checkpoint
 
-    sparse, dense = (lesson_checkpoint(name, fast) for name in ("sparse", "dense"))
+    sparse, dense = (lesson_checkpoint(name, fast) for name in ("sparse", "dense-matched"))
     return sparse, dense, ("the lessons' fast (tiny) models" if fast else
-                           "the 1/16 and dense models shipped in the zoo (`python -m minisparse.zoo`)")
+                           "the 1/16 model shipped in the zoo and the dense checkpoint matched to it in validation "
+                           "loss (`python -m minisparse.zoo`)")
 
 
 def weight_sparsity(params: dict, train_cfg: TrainConfig | None) -> None:
@@ -66,13 +68,17 @@ def weight_sparsity(params: dict, train_cfg: TrainConfig | None) -> None:
               "wider models reach the target.")
 
 
-def tour(out_dir="runs/tour", *, checkpoint=None, dense_checkpoint=None, task: str = "single_double_quote",
+def tour(out_dir="runs/tour", *, checkpoint=None, dense_checkpoint=None, task: str | None = None,
          backend: str = "numpy", fast: bool = False) -> bool:
-    """Run the tour; True if the sparse circuit passed the scorecard."""
+    """Run the tour; True if the sparse circuit passed the scorecard. `task`: by default the course's task on the
+    shipped models (`minisparse.lessons.models.course_task`), `single_double_quote` on a checkpoint of one's own."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if task is None:
+        from .lessons.models import course_task
+        task = course_task(fast).name if checkpoint is None else "single_double_quote"
     task_obj = get_task(task)
-    _section("1. Two models, trained the same way: one weight-sparse, one dense")
+    _section("1. Two models trained the same way, one weight-sparse, one dense, at matched loss")
     sparse_path, dense_path, source = tour_checkpoints(checkpoint, dense_checkpoint, fast=fast)
     sparse = load(sparse_path, backend=backend)
     dense = load(dense_path, backend=backend) if dense_path else None
