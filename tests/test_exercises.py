@@ -136,7 +136,7 @@ def jsae_jacobian(p, q, slope, idx_in, act_in, idx_out, act_out, *, only_active=
     return jac
 
 
-def road_column(matrices, curve, target, tokens_per_step):
+def road_column(matrices, curve, target, tokens_per_step, attention):
     size = sum(m.size for m in matrices.values())
     nnz = sum((m != 0).sum() for m in matrices.values())
     steps = None
@@ -146,8 +146,8 @@ def road_column(matrices, curve, target, tokens_per_step):
             break
     tokens = None if steps is None else steps * tokens_per_step
     return {"zero_share": 1 - nnz / size, "steps": steps,
-            "flops_stored": None if tokens is None else 6 * size * tokens,
-            "flops_skipped": None if tokens is None else (4 * nnz + 2 * size) * tokens}
+            "flops_stored": None if tokens is None else (6 * size + attention) * tokens,
+            "flops_skipped": None if tokens is None else (4 * nnz + 2 * size + attention) * tokens}
 
 
 RIGHT = {
@@ -424,11 +424,13 @@ WRONG = {
     ],
     "check_road_column": [
         ("first validation at or below the target, no interpolation",
-         lambda m, c, t, n: {**road_column(m, c, t, n), "steps": next((s for s, v in c if v <= t), None)}, "steps"),
+         lambda m, c, t, n, a: {**road_column(m, c, t, n, a), "steps": next((s for s, v in c if v <= t), None)},
+         "steps"),
         ("6·nnz with the zeros skipped (forgets the dense weight gradient)",
-         lambda m, c, t, n: {**(r := road_column(m, c, t, n)),
-                             "flops_skipped": None if r["steps"] is None else
-                             6 * sum((w != 0).sum() for w in m.values()) * r["steps"] * n}, "flops_skipped"),
+         lambda m, c, t, n, a: {**(r := road_column(m, c, t, n, a)),
+                                "flops_skipped": None if r["steps"] is None else
+                                (6 * sum((w != 0).sum() for w in m.values()) + a) * r["steps"] * n}, "flops_skipped"),
+        ("leaves attention out", lambda m, c, t, n, a: road_column(m, c, t, n, 0), "attention"),
     ],
     "check_prune_to_density": [
         ("prunes norms and biases too", _prunes_everything, "never pruned"),

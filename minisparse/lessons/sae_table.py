@@ -29,7 +29,8 @@ def main(argv=None) -> None:
     ap.add_argument("--layer", type=int, default=0)
     ap.add_argument("--lambdas", default="0,0.3,1,3", help="Jacobian penalties, comma-separated (0: a plain TopK pair)")
     ap.add_argument("--seeds", default="0,1,2", help="SAE seeds, comma-separated")
-    ap.add_argument("--sparse", default="sparse-64", help="the weight-sparse lesson model to compare with")
+    ap.add_argument("--sparse", default="sparse",
+                    help="the weight-sparse lesson model to compare with (lesson 08's: sparse, 1/16)")
     ap.add_argument("--no-random", action="store_true", help="skip the randomly initialised control model")
     ap.add_argument("--steps", type=int, help="SAE training steps (default: the lesson's)")
     args = ap.parse_args(argv)
