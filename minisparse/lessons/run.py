@@ -32,6 +32,7 @@ def run_notebook(path, *, fast: bool, cache=None, timeout: int = 900) -> None:
     try:
         nb = nbformat.read(path, as_version=4)
         nbclient.NotebookClient(nb, kernel_name=KERNEL, timeout=timeout,
+                                extra_arguments=["--IPKernelApp.log_level=40"],      # its warnings are not the lesson's
                                 resources={"metadata": {"path": str(Path(path).parent)}}).execute()
     finally:
         for k, v in saved.items():
