@@ -13,7 +13,8 @@ import pytest
 
 from minisparse.lessons import exercises as ex
 from minisparse.sparsity import min_axis
-from test_lessons_mechanism import by_hand as patch_restores  # written from scratch there, as a learner would
+from test_lessons_capstone import right as road_column  # each written from scratch there, as a learner would
+from test_lessons_mechanism import by_hand as patch_restores
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Right answers, from scratch
@@ -134,20 +135,6 @@ def jsae_jacobian(p, q, slope, idx_in, act_in, idx_out, act_out, *, only_active=
                 if (act_in[n, a] and act_out[n, b]) or not only_active:
                     jac[n, a, b] = np.sum(p[idx_in[n, a]] * slope[n] * q[:, idx_out[n, b]])
     return jac
-
-
-def road_column(matrices, curve, target, tokens_per_step, attention):
-    size = sum(m.size for m in matrices.values())
-    nnz = sum((m != 0).sum() for m in matrices.values())
-    steps = None
-    for (s0, l0), (s1, l1) in zip([(None, None)] + list(curve), curve):
-        if l1 <= target:
-            steps = s1 if s0 is None else s0 + (s1 - s0) * (l0 - target) / (l0 - l1)
-            break
-    tokens = None if steps is None else steps * tokens_per_step
-    return {"zero_share": 1 - nnz / size, "steps": steps,
-            "flops_stored": None if tokens is None else (6 * size + attention) * tokens,
-            "flops_skipped": None if tokens is None else (4 * nnz + 2 * size + attention) * tokens}
 
 
 RIGHT = {
