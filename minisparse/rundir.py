@@ -26,6 +26,12 @@ class RunLocked(RuntimeError):
     """Another process is writing into the run directory."""
 
 
+def cache_dir() -> Path:
+    """Where minisparse caches what it made once (trained models, drawn task text): $MINISPARSE_CACHE, else
+    ~/.cache/minisparse."""
+    return Path(os.environ.get("MINISPARSE_CACHE") or Path.home() / ".cache" / "minisparse")
+
+
 def optimizer_file(step: int) -> str:
     return f"optimizer-{step:06d}.safetensors"
 

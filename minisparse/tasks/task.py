@@ -314,8 +314,7 @@ def _cached_task_text(corpus: data.Corpus, tasks: tuple[str, ...], per_task: int
     import inspect
     import json
 
-    from minisparse.rundir import replace_atomically
-    from minisparse.zoo.cache import cache_dir
+    from minisparse.rundir import cache_dir, replace_atomically
 
     # the examples depend on the vocabulary (the corpus) and on the code that draws them: this module and the modules
     # that define each task's `make`, built-in and registered alike

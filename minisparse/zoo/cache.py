@@ -25,13 +25,8 @@ from pathlib import Path
 from ..checkpoint import CheckpointError, load, read_configs
 from ..config import ModelConfig, TrainConfig
 from ..data import Corpus, load_corpus
-from ..rundir import METRICS_FILE, MODEL_FILE
+from ..rundir import METRICS_FILE, MODEL_FILE, cache_dir
 from ..train import train
-
-
-def cache_dir() -> Path:
-    """Where trained models are cached: $MINISPARSE_CACHE, else ~/.cache/minisparse."""
-    return Path(os.environ.get("MINISPARSE_CACHE") or Path.home() / ".cache" / "minisparse")
 
 
 def model_key(model_cfg: ModelConfig, train_cfg: TrainConfig, fingerprint: str) -> str:
