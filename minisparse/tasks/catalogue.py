@@ -27,6 +27,17 @@ register(Task(
 ))
 
 
+def _ending_after_a_close(answer: int, nested, close: str, rng: np.random.Generator) -> str:
+    """The counting tasks' elements, which end right after a `close` either way: for answer 0 the last element is a
+    `nested()` one, so the outer one is still open (`close` comes next); for answer 1 the outer one is closed after a
+    flat last element. An earlier element may be nested in both classes, so the model has to track depth."""
+    earlier = [_scalar(rng) for _ in range(rng.integers(0, 3))]
+    if earlier and rng.random() < 0.5:
+        earlier[rng.integers(len(earlier))] = nested()
+    nested_end, flat_end = nested(), _scalar(rng)       # both drawn either way: the same draws for both answers
+    return ", ".join(earlier + [nested_end]) if answer == 0 else ", ".join(earlier + [flat_end]) + close
+
+
 # bracket_counting: a list literal that ends, in both classes, right after a `]`. If that `]` closed an inner list,
 # the outer one is still open and `]` follows; if it closed the (flat) outer list, the statement ends. An earlier
 # element may be a closed inner list in both classes, so "has [[" is no shortcut: the model has to track depth.
@@ -34,15 +45,7 @@ def _make_bracket_list(template: str, answer: int, rng: np.random.Generator) -> 
     def inner() -> str:
         return "[" + ", ".join(_scalar(rng) for _ in range(rng.integers(1, 3))) + "]"
 
-    earlier = [_scalar(rng) for _ in range(rng.integers(0, 3))]
-    if earlier and rng.random() < 0.5:
-        earlier[rng.integers(len(earlier))] = inner()
-    nested_end, flat_end = inner(), _scalar(rng)
-    if answer == 0:
-        literal = "[" + ", ".join(earlier + [nested_end])            # still open: `]` comes next
-    else:
-        literal = "[" + ", ".join(earlier + [flat_end]) + "]"       # closed: the statement ends
-    return fill(template, rng, list=literal)
+    return fill(template, rng, list="[" + _ending_after_a_close(answer, inner, "]", rng))
 
 
 register(Task(
@@ -185,15 +188,7 @@ def _make_call_parens(template: str, answer: int, rng: np.random.Generator) -> s
     def call() -> str:
         return _distinct(vocabulary().short_names, 1, rng)[0] + "(" + _scalar(rng) + ")"
 
-    earlier = [_scalar(rng) for _ in range(rng.integers(0, 3))]
-    if earlier and rng.random() < 0.5:
-        earlier[rng.integers(len(earlier))] = call()
-    nested_end, flat_end = call(), _scalar(rng)
-    if answer == 0:
-        args = ", ".join(earlier + [nested_end])                    # the outer call is still open: `)` comes next
-    else:
-        args = ", ".join(earlier + [flat_end]) + ")"               # closed: the statement ends
-    return fill(template, rng, args=args)
+    return fill(template, rng, args=_ending_after_a_close(answer, call, ")", rng))
 
 
 register(Task(
