@@ -56,6 +56,14 @@ def test_the_redundancy_loop_forbids_each_circuit_and_stops(monkeypatch):
     assert disjoint_circuits(model, TASK) == []
 
 
+def test_the_frontier_prunes_once_at_each_target_in_turn(monkeypatch):
+    asked = []
+    real = redundancy.prune
+    monkeypatch.setattr(redundancy, "prune", lambda m, t, **kw: asked.append(kw["target_loss"]) or real(m, t, **kw))
+    points = frontier_over_targets(GPT(CFG, seed=2), TASK, targets=(0.75, 0.6), steps=2, n_examples=8, n_eval=8)
+    assert asked == [0.75, 0.6] == [p["target"] for p in points]
+
+
 @pytest.mark.parametrize("seed", [2])
 def test_a_stricter_target_never_needs_a_smaller_circuit(seed):
     model = GPT(CFG, seed=seed)

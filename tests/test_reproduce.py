@@ -372,7 +372,7 @@ def test_the_headline_pair_gets_its_frontier_over_targets_and_its_disjoint_circu
     assert set(beyond["targets"]) == {"while_return_true"} and set(beyond["targets"]["while_return_true"]) == set(pair)
     for frontier in beyond["targets"]["while_return_true"].values():
         assert [f["target"] for f in frontier] == [0.3, 0.2, 0.15, 0.1, 0.05]
-    assert beyond["redundancy"]["task"] == "while_return_true" and set(beyond["redundancy"]) == {"task", *pair}
+    assert beyond["redundancy"]["task"] == "while_return_true" and set(beyond["redundancy"]["circuits"]) == set(pair)
     for point in pair:                                        # each cached in its own file, read back alike
         assert json.loads((out / "circuits" / point / "while_return_true.targets.json").read_text()) == \
             beyond["targets"]["while_return_true"][point]

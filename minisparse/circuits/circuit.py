@@ -67,7 +67,6 @@ class Circuit:
     def record(self) -> dict:
         """Its numbers and nodes without the edge list: what a scorecard keeps, and what `scorecard.verdict` reads."""
         return {"nodes": self.nodes, "n_nodes": self.n_nodes, "n_edges": self.n_edges,
-                "n_block_edges": sum(1 for s, d, _ in self.edges if s.startswith("L") and d.startswith("L")),
                 "n_total_nodes": self.n_total_nodes, "task_loss": self.task_loss,
                 "reached_target": self.reached_target, "sufficiency": self.sufficiency, "necessity": self.necessity,
                 "full_loss": self.full_loss, "controls": self.controls, "seconds": self.settings.get("seconds")}

@@ -20,8 +20,10 @@ from .masks import ablation_means, mask_from_nodes, node_names
 from .prune import N_EVAL, N_EXAMPLES, TaskData, prune, task_loss
 from .scorecard import SOLVED
 
+TARGETS = (0.3, 0.2, 0.15, 0.1, 0.05)    # the task losses the frontier prunes to, SOLVED down (the paper's Figure 2)
 
-def frontier_over_targets(model, task, targets=(0.3, 0.2, 0.15, 0.1, 0.05), **prune_kwargs) -> list[dict]:
+
+def frontier_over_targets(model, task, targets=TARGETS, **prune_kwargs) -> list[dict]:
     """[{target, n_nodes, n_edges, reached, sufficiency}] of the circuit pruned at each target task loss."""
     out = []
     for target in targets:

@@ -120,8 +120,8 @@ class Reproduction:
     # --- 5. the headline pair, further: circuit size against the pruning target; disjoint circuits -----------------
     def beyond(self, results: dict) -> dict:
         """For the first seed's headline comparison: {"targets": {task: {point: frontier}}} over the tasks it counts,
-        and {"redundancy": {"task", point: disjoint circuits}} for its smallest real sparse circuit and the matched
-        dense checkpoint, each cached in its own file."""
+        and {"redundancy": {"task", "circuits": {point: disjoint circuits}}} for its smallest real sparse circuit and
+        the matched dense checkpoint, each cached in its own file."""
         first = Run(self.experiment.headline_density, self.experiment.seeds[0]).name
         pair = next((c["matched"] for c in results["comparisons"] if c["run"] == first and "matched" in c), None)
         if pair is None or not pair["tasks"]:
@@ -133,10 +133,10 @@ class Reproduction:
                      for p in (pair["sparse"], pair["dense"])})
         self._pool([(fn, (self.experiment, str(self.layout.checkpoint(p)), t, str(path)))
                     for (_, t, p), (fn, path) in jobs.items() if not path.exists()], "targets, redundancy")
-        out: dict = {"targets": {}, "redundancy": {"task": best[1]}}
+        out: dict = {"targets": {}, "redundancy": {"task": best[1], "circuits": {}}}
         for (kind, t, p), (_, path) in jobs.items():      # every job wrote its file: read them all alike
             value = json.loads(path.read_text())
-            (out["targets"].setdefault(t, {}) if kind == "targets" else out["redundancy"])[p] = value
+            (out["targets"].setdefault(t, {}) if kind == "targets" else out["redundancy"]["circuits"])[p] = value
         return out
 
     # --- everything -------------------------------------------------------------------------------------------------

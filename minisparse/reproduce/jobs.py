@@ -21,7 +21,6 @@ from ..train import train
 from .plan import Experiment, Run
 
 EVAL_BATCHES = 32        # validation batches (of 16 windows) behind every reported validation loss
-TARGETS = (0.3, 0.2, 0.15, 0.1, 0.05)    # the task losses the per-task frontier prunes to (the paper's Figure 2)
 
 
 def train_job(experiment: Experiment, run: Run, run_dir: str, progress: bool = False) -> None:
@@ -72,10 +71,10 @@ def prune_job(experiment: Experiment, checkpoint: str, task_name: str, scorecard
 
 
 def targets_job(experiment: Experiment, checkpoint: str, task_name: str, path: str) -> list[dict]:
-    """The circuit's size at each pruning target of TARGETS (`frontier_over_targets`), saved to `path`."""
+    """The circuit's size at each pruning target (`frontier_over_targets`), saved to `path`."""
     experiment.load_tasks()
     model, task = load(checkpoint, backend=experiment.backend), get_task(task_name)
-    points = frontier_over_targets(model, task, TARGETS, means=ablation_means(model, "mean", 0), seed=0,
+    points = frontier_over_targets(model, task, means=ablation_means(model, "mean", 0), seed=0,
                                    steps=experiment.prune_steps)
     write_json_atomic(Path(path), points)
     return points
@@ -87,6 +86,7 @@ def redundancy_job(experiment: Experiment, checkpoint: str, task_name: str, path
     experiment.load_tasks()
     model, task = load(checkpoint, backend=experiment.backend), get_task(task_name)
     circuits = disjoint_circuits(model, task, solved=experiment.solved, steps=experiment.prune_steps)
-    found = [{k: c.record()[k] for k in ("n_nodes", "n_edges", "reached_target", "sufficiency")} for c in circuits]
+    found = [{"n_nodes": c.n_nodes, "n_edges": c.n_edges, "reached_target": c.reached_target,
+              "sufficiency": c.sufficiency} for c in circuits]
     write_json_atomic(Path(path), found)
     return found

@@ -130,16 +130,15 @@ def _beyond_markdown(results: dict) -> list[str]:
                 lines.append(f"| {task} | {point} | " + " | ".join(
                     f"{f['n_edges']}{'' if f['reached'] else ' ✗'}" for f in frontier) + " |")
     redundancy = results.get("redundancy") or {}
-    if len(redundancy) > 1:
+    if redundancy:
         lines += ["", f"## Disjoint circuits for `{redundancy['task']}`", "",
                   "Pruned again and again, each time with every earlier circuit's nodes forbidden (held at their "
                   "mean), until what is left no longer solves the task: how many disjoint circuits each model holds.",
                   "",
                   "| point | circuits that reach the target | edges of each (✗: target not reached) |", "|---|---|---|"]
-        for point, circuits in redundancy.items():
-            if point != "task":
-                edges = ", ".join(f"{c['n_edges']}{'' if c['reached_target'] else ' ✗'}" for c in circuits) or "—"
-                lines.append(f"| {point} | {sum(c['reached_target'] for c in circuits)} | {edges} |")
+        for point, circuits in redundancy["circuits"].items():
+            edges = ", ".join(f"{c['n_edges']}{'' if c['reached_target'] else ' ✗'}" for c in circuits) or "—"
+            lines.append(f"| {point} | {sum(c['reached_target'] for c in circuits)} | {edges} |")
     return lines
 
 
