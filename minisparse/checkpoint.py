@@ -37,6 +37,8 @@ READABLE_VERSIONS = ("1", "2", "3")
 DIGEST = "sha256"                # the metadata key of the digests
 COMPACT = "compact"              # the metadata key listing the compact tensors
 NONZEROS, WHERE = ".nonzeros", ".where"
+# The metadata keys a checkpoint writes for itself: a copy of one file's metadata into another leaves these out.
+RESERVED_METADATA = ("format", "format_version", "config", "step", "train_config", DIGEST, COMPACT)
 
 
 class CheckpointError(ValueError):

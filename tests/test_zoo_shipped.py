@@ -2,8 +2,6 @@
 it was shipped, fits the size budget, and lays out for `minisparse reproduce --reuse`; `build` ships a reproduce
 folder's models compactly and exactly."""
 
-import dataclasses
-import json
 import shutil
 
 import numpy as np
@@ -12,10 +10,10 @@ import pytest
 from minisparse import zoo
 from minisparse.checkpoint import CheckpointError, read_checkpoint
 from minisparse.config import preset
+from minisparse.reproduce.experiment import Reproduction
 from minisparse.reproduce.jobs import evaluate_job
 from minisparse.reproduce.layout import Layout
 from minisparse.reproduce.plan import Experiment, Run
-from minisparse.train import train
 
 BUDGET_BYTES = 15_000_000          # what the zoo may add to the repository, in all
 NAMES = zoo.shipped_names()
@@ -81,36 +79,26 @@ def test_unpacked_models_are_what_reproduce_reuse_needs(tmp_path):
     assert f"dense-s0@{matched.split('@')[1]}" in layout.points(Run(1.0, 0))
 
 
-def test_build_ships_a_reproduce_folder_exactly_and_compactly(tmp_path):
-    model_cfg, train_cfg = preset("tiny")
-    train_cfg = dataclasses.replace(train_cfg, steps=8, checkpoint_every=4, eval_every=4)
-    out = tmp_path / "reproduce"
-    for run, density in (("dense-s0", 1.0), ("1in16-s0", 1 / 16)):
-        train(model_cfg, dataclasses.replace(train_cfg, weight_density=density), out / "models" / run,
-              progress=False, keep_checkpoints=True)
-    experiment = Experiment(preset="tiny", tasks=("single_double_quote",))
-    for point in ("dense-s0@4", "dense-s0@8", "1in16-s0@8"):
-        run, step = point.split("@")
-        evaluate_job(experiment, str(out / "models" / run / f"model-{int(step):06d}.safetensors"),
-                     str(out / "evals" / f"{point}.json"))
-    vals = {p: json.loads((out / "evals" / f"{p}.json").read_text())["val_loss"] for p in ("dense-s0@4", "dense-s0@8")}
-    sparse_val = json.loads((out / "evals" / "1in16-s0@8.json").read_text())["val_loss"]
-    expected_match = min(vals, key=lambda p: abs(vals[p] - sparse_val))
+def test_build_ships_a_finished_reproduce_exactly_and_compactly(tmp_path):
+    from test_reproduce import tiny_experiment  # solved=10: every task counts as solved, so comparisons exist
 
+    out = tmp_path / "reproduce"
+    results = Reproduction(tiny_experiment(), out, progress=False, log=lambda *a: None).run()
+    layout = Layout(out, preset("tiny")[1].steps)
+    finals = [layout.final_point(Run(1.0, 0)), layout.final_point(Run(0.25, 0))]
     files = tmp_path / "files"
-    entries = zoo.build(out, ["dense-s0@8", "1in16-s0@8"], "1in16-s0@8", command="minisparse reproduce --test",
-                        commit="0" * 40, files=files)
-    assert list(entries) == ["dense-s0@8", "1in16-s0@8", expected_match]
-    assert entries[expected_match]["matched_to"] == "1in16-s0@8"
-    assert entries[expected_match]["comparison"]["tasks"] == []       # models trained for 8 steps solve no task
+    entries = zoo.build(out, finals, "1in4-s0", command="minisparse reproduce --test", commit="0" * 40, files=files)
+    matched = results["matched"]["1in4-s0"]
+    assert list(entries) == finals + ([] if matched in finals else [matched])
+    assert entries[matched]["matched_to"] == "1in4-s0@60"
+    assert entries[matched]["comparison"] == next(c["matched"] for c in results["comparisons"])
     for name, entry in entries.items():
-        run, step = name.split("@")
-        _, original, _ = read_checkpoint(out / "models" / run / f"model-{int(step):06d}.safetensors")
+        _, original, _ = read_checkpoint(layout.checkpoint(name))
         _, shipped, meta = read_checkpoint(files / entry["file"])
         for key, w in original.items():
             np.testing.assert_array_equal(shipped[key], w, err_msg=key)
-        assert meta["format_version"] == "3" and entry["step"] == int(step)
-        assert entry["task_loss"] == json.loads((out / "evals" / f"{name}.json").read_text())["task_loss"]
-    sparse_bytes = (files / entries["1in16-s0@8"]["file"]).stat().st_size
-    dense_bytes = (files / entries["dense-s0@8"]["file"]).stat().st_size
+        assert meta["format_version"] == "3" and entry["task_loss"] == results["evaluations"][name]["task_loss"]
+        assert entry["val_curve"][-1][0] == entry["step"]
+    sparse_bytes = (files / entries["1in4-s0@60"]["file"]).stat().st_size
+    dense_bytes = (files / entries["dense-s0@60"]["file"]).stat().st_size
     assert sparse_bytes < 0.5 * dense_bytes           # the nonzeros and a bit per entry, not the zeros

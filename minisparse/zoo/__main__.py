@@ -27,7 +27,7 @@ def _commit() -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minisparse.zoo", description=__doc__)
     sub = parser.add_subparsers(dest="action")
-    b = sub.add_parser("build", help="ship seed 0 of a `minisparse reproduce --out OUT` folder, once it has evaluated")
+    b = sub.add_parser("build", help="ship seed 0 of a finished `minisparse reproduce --out OUT` folder")
     b.add_argument("out", type=Path)
     b.add_argument("--command", required=True, help="the command that made OUT, recorded as provenance")
     b.add_argument("--commit", help="the commit that made OUT (default: this checkout's HEAD)")
@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.action == "build":
         steps = preset("reproduce")[1].steps
-        build(args.out, [f"{run}@{steps}" for run in FINALS], f"1in16-s0@{steps}", command=args.command,
+        build(args.out, [f"{run}@{steps}" for run in FINALS], "1in16-s0", command=args.command,
               commit=args.commit or _commit())
     elif args.action == "unpack":
         for path in unpack(args.out):
