@@ -219,7 +219,8 @@ def _configs(f, path: Path) -> tuple[ModelConfig, TrainConfig | None, dict[str, 
         train_config = TrainConfig.from_dict(json.loads(meta["train_config"])) if meta.get("train_config") else None
     except (json.JSONDecodeError, TypeError, ConfigError) as e:
         raise CheckpointError(f"{path} carries a bad training config: {e}") from None
-    if not meta.get("step", "0").isdigit():
+    meta.setdefault("step", "0")               # a version-1 file may carry none: step 0, here once for every reader
+    if not meta["step"].isdigit():
         raise CheckpointError(f"{path} carries a bad step {meta.get('step')!r}; the file is corrupt")
     # Bound what the config claims by what the file holds before building anything of the config's size: every layer
     # has tensors of its own in the file.

@@ -142,7 +142,7 @@ def _train_locked(model_cfg, train_cfg, out, backend, resume, until, corpus, pro
         if meta.get("corpus_fingerprint") != corpus.fingerprint:
             raise ValueError(f"cannot resume {out}: the training corpus changed since it was written (fingerprint "
                              f"{meta.get('corpus_fingerprint')} vs {corpus.fingerprint}: a different Python version?)")
-        start = int(meta.get("step", 0))
+        start = int(meta["step"])
         # the record of every learning-rate change on resume: the configs say the LR now, this what it was before
         lr_changes = json.loads(meta.get("lr_changes", "[]"))
         if saved_train.get("lr", train_cfg.lr) != train_cfg.lr:

@@ -17,7 +17,7 @@ __all__ = ["check_count_edges", "check_task_loss"]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Circuits (lessons 4, 8, 10)
+# Circuits (lessons 03, 04)
 
 def _edge_case_model(seed: int):
     cfg = ModelConfig(vocab_size=16, n_ctx=8, d_model=8, n_layer=2, n_head=2, d_head=3, d_mlp=12)   # nothing square

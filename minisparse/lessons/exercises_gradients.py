@@ -1,5 +1,5 @@
-"""Checks for the derivative exercises: RMSNorm's backward by hand (lesson 2) and a central-difference Jacobian
-(lesson 1)."""
+"""Checks for the derivative exercises: RMSNorm's backward by hand (deep dive 1) and a central-difference
+Jacobian (lesson 01)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ __all__ = ["check_rmsnorm_backward", "check_jacobian"]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Derivatives: backprop by hand (lesson 2), a central-difference Jacobian (lesson 1)
+# Derivatives: backprop by hand (deep dive 1), a central-difference Jacobian (lesson 01)
 
 def check_rmsnorm_backward(fn) -> None:
     """`fn(dout, x, g)` -> (dx, dg) for y = x / sqrt(mean(x²) + 1e-5) · g over the last axis of a 2-D x."""

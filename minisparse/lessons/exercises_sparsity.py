@@ -1,5 +1,6 @@
-"""Checks for the sparsity exercises: AbsTopK and its backward (lessons 1, 2), the top-k mask with a minimum per row
-and the density schedule (lessons 1, 3), pruning after training and a sparse matmul (lessons 6, 7)."""
+"""Checks for the sparsity exercises: AbsTopK (lesson 01) and its backward (deep dive 1), the top-k mask with a
+minimum per row (lesson 01) and the density schedule (deep dive 2), pruning after training and a sparse matmul
+(lessons 06, 07)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ __all__ = ["check_abstopk", "check_abstopk_backward", "check_topk_mask", "check_
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Activation sparsity: AbsTopK (lesson 1, lesson 2)
+# Activation sparsity: AbsTopK (lesson 01, deep dive 1)
 
 def _abstopk_cases():
     rng = np.random.default_rng(0)
@@ -67,7 +68,7 @@ def check_abstopk_backward(fn) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Weight sparsity: the top-k mask with a minimum per row, and the density schedule (lesson 1, lesson 3)
+# Weight sparsity: the top-k mask with a minimum per row, and the density schedule (lesson 01, deep dive 2)
 
 def check_topk_mask(fn) -> None:
     """`fn(w, k, min_per_row)`: bool mask keeping each row's `min_per_row` largest |w|, then the largest |w| of the
@@ -127,7 +128,7 @@ def check_density_at(fn) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Weight sparsity after the fact, and what zeros cost (lessons 6, 7)
+# Weight sparsity after the fact, and what zeros cost (lessons 06, 07)
 
 def check_prune_to_density(fn) -> None:
     """`fn(params, density, min_per_neuron)`: a pruned copy of `params`: every sparsified matrix keeps its top

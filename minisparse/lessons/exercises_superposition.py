@@ -1,4 +1,4 @@
-"""Checks for the exercises of lessons 5 (superposition) and 9 (Jacobian SAEs): features packed into fewer dimensions
+"""Checks for the exercises of lessons 02 (superposition) and 08 (Jacobian SAEs): features packed into fewer dimensions
 than there are features, and the sparse autoencoders that pull them back apart.
 
     check_toy_grads(fn)         fn(w, b, x, importance) -> (loss, dW, db) of the toy model of superposition
@@ -19,7 +19,7 @@ __all__ = ["check_toy_grads", "check_sae_forward", "check_jsae_jacobian"]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# lesson 5: the toy model of superposition
+# lesson 02: the toy model of superposition
 
 
 def check_toy_grads(fn) -> None:
@@ -52,7 +52,7 @@ def check_toy_grads(fn) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# lesson 9: a TopK SAE and the Jacobian SAE pair
+# lesson 08: a TopK SAE and the Jacobian SAE pair
 
 
 def _sae_cases():

@@ -1,7 +1,8 @@
 """Contrastive next-token tasks (DESIGN §5): prompts whose next byte is one of two answers.
 
 A task is what a circuit is pruned for: the pruned model must still pick the right one of two answer bytes at the last
-position of every prompt. The built-in tasks follow the paper's Python-code tasks, at the byte level:
+position of every prompt. The built-in tasks (14, `minisparse.tasks.catalogue`, listed by `list_tasks()`) follow the
+paper's Python-code tasks, at the byte level; six of them:
 
 | name                       | answers        | the model must notice                                    | max bytes |
 |----------------------------|----------------|----------------------------------------------------------|-----------|

@@ -254,9 +254,3 @@ register(Task(
     make=lambda template, answer, rng: fill(template, rng, kw=("except", "raise")[answer]),
     max_len=61,
 ))
-
-
-# The tasks above, in name order: what a recipe with `task_examples` mixes into its training text, drawn with a seed
-# that pruning (seeds 0, 1, 2) does not draw its train-template prompts with. Tasks with few distinct prompts still
-# share some of pruning's prompts with the training text, more the more examples are mixed in; the held-out prompts,
-# from the test templates, never occur in it (tests/test_tasks.py).

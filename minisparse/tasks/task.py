@@ -286,7 +286,7 @@ def with_task_examples(corpus: data.Corpus, tasks, per_task: int, seed: int = 0,
     task loss still measures generalisation. The fingerprint covers the added bytes. `repeat` > 1 adds every example
     that many times (more task text for the cost of generating `per_task` examples).
 
-    Drawing the examples takes tens of seconds for the recipes' counts, so the added bytes are cached (in the zoo's
+    Drawing the examples takes tens of seconds for the recipes' counts, so the added bytes are cached (in minisparse's
     cache folder, `task_text/`), keyed by everything they depend on, the source of the task modules included, and
     checked against their digest when read back."""
     import dataclasses

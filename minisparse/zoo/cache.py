@@ -50,7 +50,7 @@ def made_by(path: Path) -> dict | None:
     except CheckpointError:   # not a match: a half-copied file, another program's file
         return None
     return {"config": config.to_dict(), "train_config": train_config.to_dict() if train_config else None,
-            "corpus": meta.get("corpus_fingerprint"), "step": int(meta.get("step", 0)),
+            "corpus": meta.get("corpus_fingerprint"), "step": int(meta["step"]),
             "lr_changes": meta.get("lr_changes")}
 
 
