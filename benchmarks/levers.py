@@ -22,7 +22,8 @@ import math
 import time
 from pathlib import Path
 
-from minisparse.checkpoint import read_checkpoint
+from minisparse.checkpoint import read_configs
+from minisparse.circuits.scorecard import SOLVED
 from minisparse.config import ModelConfig, preset
 from minisparse.params import param_shapes
 from minisparse.reproduce import Experiment, closest_loss, evaluate_job
@@ -98,7 +99,7 @@ def run_lever(name: str, root: Path) -> dict:
     run_dir, record = root / name, root / f"{name}.json"
     if record.exists():
         return json.loads(record.read_text())
-    done = (run_dir / MODEL_FILE).exists() and int(read_checkpoint(run_dir / MODEL_FILE)[2]["step"]) == train_cfg.steps
+    done = (run_dir / MODEL_FILE).exists() and int(read_configs(run_dir / MODEL_FILE)[2]["step"]) == train_cfg.steps
     clock = root / f"{name}.seconds"
     if not done:
         start = time.perf_counter()
@@ -118,7 +119,7 @@ def run_lever(name: str, root: Path) -> dict:
 
 
 def solved(evaluation: dict) -> list[str]:
-    return sorted(t for t, loss in evaluation["task_loss"].items() if loss <= 0.3)
+    return sorted(t for t, loss in evaluation["task_loss"].items() if loss <= SOLVED)
 
 
 def reference(root: Path, lever_name: str) -> str:
