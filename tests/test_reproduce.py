@@ -321,7 +321,8 @@ def test_workers_end_when_reproduce_is_killed(tmp_path):
     raise AssertionError("the worker outlived its killed parent by 10 s")
 
 
-def test_the_report_writes_a_viewer_page_for_every_real_circuit_and_the_best_ones_causal_tests(finished, tmp_path):
+def test_the_report_writes_a_viewer_page_for_every_real_circuit_and_the_best_ones_causal_tests(finished, tmp_path,
+                                                                                                monkeypatch):
     out, results = finished
     results = copy.deepcopy(results)
     layout = rep.Layout(tmp_path, 60)
@@ -338,10 +339,22 @@ def test_the_report_writes_a_viewer_page_for_every_real_circuit_and_the_best_one
     card["circuit"].update(reached_target=True, sufficiency=0.1, necessity=1.0,
                            controls={"random_model": {"sufficiency": fail}, "shuffled_labels": {"sufficiency": fail}})
     assert verdict(card["full_loss"], card["circuit"], results["experiment"]["solved"])[0]
+    (comparison,) = results["comparisons"]                      # and counted, so it is the best circuit to read
+    comparison["matched"].update(tasks=[task], ratio=2.0, per_task={task: {"dense_edges": 12, "sparse_edges": 6,
+                                                                             "ratio": 2.0}})
     report.write_report(results, layout)
     page = layout.viewer_file(point, task).read_text()
     assert page.startswith("<!DOCTYPE html>") and f'"title": "{task}: 6 nodes' in page
     assert [p.name for p in (tmp_path / "circuits").rglob("*.html")] == [f"{task}.html"]   # none for the others
+    explained = (tmp_path / "explain.md").read_text()
+    assert explained.startswith(f"# {task} on {point}: 6 nodes")
+    assert "## Where its heads look" in explained and "## Causal tests" in explained
+    assert "activation patching" in explained
+    assert (tmp_path / "circuit.png").read_bytes()[:4] == b"\x89PNG"
+    assert f"The smallest real sparse circuit: `{task}` on `{point}`" in (tmp_path / "results.md").read_text()
+    # a second report (a resumed run) keeps the page it wrote instead of reading every circuit again
+    monkeypatch.setattr("minisparse.circuits.viewer.write_viewer", lambda *a: pytest.fail("page rebuilt"))
+    report.write_report(results, layout)
 
 
 def test_the_longer_recipe_of_the_docs_runs_at_tiny_scale(tmp_path, monkeypatch):

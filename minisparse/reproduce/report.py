@@ -181,10 +181,10 @@ def write_report(results: dict, layout: Layout, backend: str = "numpy") -> None:
         plot_targets(results["targets"], out / "targets.png")
     for point, by_task in results["circuits"].items():
         for task_name, card in by_task.items():
-            if verdict(card["full_loss"], card["circuit"], results["experiment"]["solved"])[0]:
+            page = layout.viewer_file(point, task_name)     # cached like every scorecard: a resumed run keeps it
+            if not page.exists() and verdict(card["full_loss"], card["circuit"], results["experiment"]["solved"])[0]:
                 write_viewer(load(layout.checkpoint(point), backend=backend),
-                             Circuit.load(layout.circuit_file(point, task_name)), get_task(task_name),
-                             layout.viewer_file(point, task_name))
+                             Circuit.load(layout.circuit_file(point, task_name)), get_task(task_name), page)
     best = best_sparse_circuit(results)
     if best is not None:
         point, task_name = best
