@@ -20,8 +20,7 @@ import numpy as np
 from minisparse.config import TrainConfig
 from minisparse.data import Corpus, get_batch
 from minisparse.numpy import GPT
-from minisparse.optim import densities_at
-from minisparse.sparsity import project_topk
+from minisparse.sparsity import is_sparsified, project_topk
 from minisparse.train import make_trainer
 
 
@@ -29,8 +28,7 @@ def pruned(model: GPT, density: float, min_per_neuron: int) -> GPT:
     """A copy of `model` with every sparsified matrix cut to its top-k |w| at `density` (at least `min_per_neuron` per
     neuron), by the projection training uses; norms, biases and sinks unchanged. One-shot magnitude pruning."""
     params = {n: w.copy() for n, w in model.params.items()}
-    cfg = fixed_density(TrainConfig(), density, steps=1, lr=1.0)
-    project_topk(params, densities_at(0, params, cfg), min_per_neuron)
+    project_topk(params, {n: density for n in params if is_sparsified(n)}, min_per_neuron)
     return GPT(model.config, params=params)
 
 
