@@ -59,8 +59,11 @@ def grad_rms(grads: dict[str, np.ndarray]) -> float:
 
 
 def optimizer_step(params: dict[str, np.ndarray], grads: dict[str, np.ndarray], state: dict, step: int,
-                   cfg: TrainConfig) -> dict[str, np.ndarray]:
+                   cfg: TrainConfig, each=None) -> dict[str, np.ndarray]:
     """Apply optimizer step `step` (0-based) in place to `params` and `state`; return the top-k masks.
+
+    `each(fn, names)`, if given, calls fn(name) for every parameter name, in any order or concurrently (the NumPy
+    model's threads): every parameter's update and projection is independent of the others'.
 
     A gradient holding NaN or inf is refused with a FloatingPointError before anything is changed. An update that
     overflows a weight to inf raises FloatingPointError too, but after the step was partly applied: the training loop
@@ -82,16 +85,22 @@ def optimizer_step(params: dict[str, np.ndarray], grads: dict[str, np.ndarray], 
     b1, b2, t = cfg.beta1, cfg.beta2, step + 1
     bias1, bias2 = 1.0 - b1 ** t, 1.0 - b2 ** t
     m_all, v_all = state["m"], state["v"]
-    for name, w in params.items():
-        g = grads[name] * scale
-        m, v = m_all[name], v_all[name]
+
+    def adam(name):
+        w, g, m, v = params[name], grads[name] * scale, m_all[name], v_all[name]
         m *= b1
         m += (1.0 - b1) * g
         v *= b2
         v += (1.0 - b2) * (g * g)
         w -= lr * (m / bias1) / (np.sqrt(v / bias2) + cfg.eps)
+
+    if each is None:
+        for name in params:
+            adam(name)
+    else:
+        each(adam, list(params))
     try:
-        masks = project_topk(params, densities_at(step, params, cfg), cfg.min_per_neuron)
+        masks = project_topk(params, densities_at(step, params, cfg), cfg.min_per_neuron, each)
     except ValueError as e:  # an update overflowed a weight to inf: the run diverged (the step is half applied)
         raise FloatingPointError(f"step {step} overflowed the weights ({e})") from None
     decay = 1.0 - cfg.weight_decay * lr

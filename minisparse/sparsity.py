@@ -66,6 +66,8 @@ def _top_per_row(a: np.ndarray, k: int, exact_at_zero: bool = True) -> np.ndarra
     part = np.partition(a, n - k, axis=-1)
     kth = part[..., n - k, None]
     mask = a >= kth
+    if np.count_nonzero(mask) == mask.size // n * k:   # every row passes >= k: exactly k each, no ties anywhere
+        return mask
     tied = part[..., :n - k].max(axis=-1, keepdims=True) == kth
     if not exact_at_zero:
         tied &= kth > 0
@@ -78,18 +80,30 @@ def _top_per_row(a: np.ndarray, k: int, exact_at_zero: bool = True) -> np.ndarra
     return mask
 
 
+SAMPLE = 16   # _largest finds the n-th largest among the entries above the bound a 1-in-16 sample puts on it
+
+
 def _largest(values: np.ndarray, n: int) -> np.ndarray:
     """Indices of the `n` largest entries of a 1-D array of magnitudes, 0 < n <= the count of entries >= 0.
 
     Entries < 0 are never picked. Ties at the n-th largest are broken by index. np.partition slows down ~10x when most
     entries are equal (exact zeros after a projection), so only the positive candidates are partitioned when they are
-    the minority, and when they are too few all of them are taken, then the first zeros.
+    the minority, and when they are too few all of them are taken, then the first zeros. When n is a small part of
+    the candidates (a sparse model's weights), a sample bounds the n-th largest from below: only the candidates above
+    the bound are partitioned, if there are at least n of them (else all are).
     """
     positive = np.flatnonzero(values > 0)
     if positive.size <= n:
         zeros = np.flatnonzero(values == 0)[: n - positive.size]
         return np.concatenate([positive, zeros])
     candidates = values[positive] if 2 * positive.size < values.size else values
+    if SAMPLE * n < candidates.size:                     # few to pick: partition only those above a sampled bound
+        sample = candidates[::SAMPLE]
+        rank = min(sample.size, 2 * (n // SAMPLE) + 32)  # the bound's rank in the sample: twice n's, and a margin
+        bound = np.partition(sample, sample.size - rank)[sample.size - rank]
+        above_bound = candidates[candidates >= bound]
+        if above_bound.size >= n:                        # then the n largest are all among them
+            candidates = above_bound
     nth = np.partition(candidates, candidates.size - n)[candidates.size - n]
     above = np.flatnonzero(values > nth)
     return np.concatenate([above, np.flatnonzero(values == nth)[: n - above.size]])
@@ -173,17 +187,25 @@ def project_mask(name: str, w: np.ndarray, density: float, min_per_neuron: int) 
 
 
 def project_topk(params: dict[str, np.ndarray], densities: dict[str, float],
-                 min_per_neuron: int) -> dict[str, np.ndarray]:
+                 min_per_neuron: int, each=None) -> dict[str, np.ndarray]:
     """Zero, in place, all but the top-k entries of every sparsified parameter; return the masks.
 
     `densities` maps each sparsified parameter name to its density now (see `density_at`). Unsparsified tensors (norms,
-    biases, sinks, bigram) are never touched.
+    biases, sinks, bigram) are never touched. `each(fn, names)`, if given, calls fn(name) for every name, in any order
+    or concurrently (the NumPy model's threads): each matrix is projected on its own.
     """
-    masks = {}
-    for name, w in params.items():
-        if is_sparsified(name):
-            masks[name] = mask = project_mask(name, w, densities[name], min_per_neuron)
-            np.multiply(w, mask, out=w)
+    names = [name for name in params if is_sparsified(name)]
+    masks = dict.fromkeys(names)
+
+    def project(name):
+        masks[name] = mask = project_mask(name, params[name], densities[name], min_per_neuron)
+        np.multiply(params[name], mask, out=params[name])
+
+    if each is None:
+        for name in names:
+            project(name)
+    else:
+        each(project, names)
     return masks
 
 

@@ -107,6 +107,21 @@ def test_topk_entries_beyond_the_forced_ones_beat_every_dropped_one(problem):
         assert extras.min() >= dropped.max()
 
 
+@given(st.integers(1, 60), st.integers(1, 60), st.integers(1, 8), st.floats(0.0, 0.9), st.data())
+@examples(0.5)
+def test_topk_of_a_small_budget_is_a_full_sorts_choice(rows, cols, levels, zeros, data):
+    """A budget small against the matrix (where topk_mask partitions only what a sample bounds from below) keeps
+    exactly what a full sort keeps: the k largest |w|, ties broken by position. Few levels make ties; zeros too."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 32 - 1)))
+    w = (rng.integers(-levels, levels + 1, (rows, cols)) * (rng.random((rows, cols)) >= zeros)).astype(np.float32)
+    w += np.float32(0.01) * rng.standard_normal(w.shape).astype(np.float32) * data.draw(st.sampled_from([0, 1]))
+    k = data.draw(st.integers(1, max(1, w.size // 20)))
+    order = np.lexsort((np.arange(w.size), -np.abs(w).reshape(-1)))    # by |w| descending, then by position
+    expected = np.zeros(w.size, dtype=bool)
+    expected[order[:k]] = True
+    np.testing.assert_array_equal(topk_mask(w, k).reshape(-1), expected)
+
+
 @given(problems())
 def test_topk_is_idempotent(problem):
     """Projecting a projected matrix again keeps every one of its nonzeros (a projection changes nothing twice)."""
