@@ -1,7 +1,7 @@
 """The GPT of DESIGN §1 in NumPy, with hand-written backprop.
 
 The forward pass below reads like the equations of DESIGN §1; each step is a forward function from `layers.py` (for
-attention and GELU, its twin in `fast.py`: the same formula, restructured for speed) whose cache the backward pass
+some, its twin in `fast.py`: the same formula, restructured for speed) whose cache the backward pass
 hands back to the matching backward function, in reverse order. Activations are kept 2-D,
 (N = B·T, width), so every linear layer is a single BLAS call; only attention sees (B, H, T, Dh), through views.
 
@@ -16,8 +16,14 @@ from minisparse.config import ModelConfig
 from minisparse.hooks import cache_keys, call_hook, check_keys, hook_keys
 from minisparse.params import check_gates, check_param_arrays, init_params
 
-from . import layers
-from .fast import attention_backward, attention_forward, gelu_backward, gelu_forward  # layers.py's, restructured
+from .fast import (  # layers.py's, restructured
+    attention_backward,
+    attention_forward,
+    gelu_backward,
+    gelu_forward,
+    linear_forward,
+    rmsnorm_backward,
+)
 from .layers import (
     abstopk_backward,
     abstopk_forward,
@@ -28,8 +34,6 @@ from .layers import (
     gate_backward,
     gate_forward,
     linear_backward,
-    linear_forward,
-    rmsnorm_backward,
     rmsnorm_forward,
 )
 from .memory import reuse_freed_memory
@@ -192,9 +196,8 @@ class GPT:
             v, c["v"] = site(l, "v", qkv[:, 2 * A:])
             sink = P[p + "attn.sink"] if cfg.attn_sink else None
             y, c["attn"] = attention_forward(q.reshape(B, T, A), k.reshape(B, T, A), v.reshape(B, T, A), sink, H)
-            if f"L{l}.attn_pattern" in record:                                  # the plain form keeps the weights
-                recorded[f"L{l}.attn_pattern"] = layers.attention_forward(
-                    q.reshape(B, T, A), k.reshape(B, T, A), v.reshape(B, T, A), sink, H)[1][3]
+            if f"L{l}.attn_pattern" in record:                                  # the weights, from the cache
+                recorded[f"L{l}.attn_pattern"] = c["attn"][3].copy()
             o, c["o_proj"] = linear_forward(y.reshape(N, A), P[p + "attn.o_proj.weight"], P[p + "attn.o_proj.bias"])
             o, c["attn_out"] = site(l, "attn_out", o)                           # [N, D]
             x += o                                                              # x is ours and cached nowhere
