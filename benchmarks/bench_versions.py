@@ -1,0 +1,112 @@
+"""A NumPy training step of two versions of minisparse, timed in turns: what a change to the step gained.
+
+    python benchmarks/bench_versions.py c8de085 HEAD                 # two commits (the working tree: "worktree")
+    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_versions.py c8de085 worktree --rounds 8
+
+Two versions cannot share a process, and in one process a variant that leaves OpenBLAS's threads spinning slows the
+variant timed after it: so each version runs in its own process, `--steps` steps dense and sparse (the reference
+config of bench_step.py), and the processes take turns, `--rounds` times. A round's ratio compares two processes run
+back to back; the range over rounds says how much the machine moved meanwhile. The environment (thread settings) is
+this process's, passed to both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from bench_step import matmul_peak
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# run inside each version's process: the reference config's dense and sparse steps, interleaved, median seconds each
+TIMER = """
+import json, sys, time
+sys.path.insert(0, {bench!r})
+import numpy as np
+from bench_step import FIRST_STEP, RUNS, batch, run_configs
+from minisparse.train import make_trainer
+steppers = {{}}
+for run in RUNS:
+    cfg, tcfg = run_configs(run)
+    trainer, (x, y) = make_trainer("numpy", cfg, tcfg), batch(cfg)
+    steppers[run] = lambda i, t=trainer, x=x, y=y: t.step(x, y, i)
+times = {{run: [] for run in RUNS}}
+for i in range(-2, {steps}):
+    for run, step in steppers.items():
+        t = time.perf_counter()
+        step(FIRST_STEP + 2 + i)
+        if i >= 0:
+            times[run].append(time.perf_counter() - t)
+print(json.dumps({{run: float(np.median(ts)) for run, ts in times.items()}}))
+"""
+
+
+def checkout(rev: str, into: Path) -> Path:
+    """The package and benchmarks of `rev` ("worktree": this checkout as it is) under `into`."""
+    if rev == "worktree":
+        return ROOT
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", rev, "minisparse", "benchmarks"],
+                             capture_output=True, check=False)
+    if archive.returncode != 0:
+        raise SystemExit(f"cannot read revision {rev!r}: {archive.stderr.decode().strip()}")
+    path = into / rev
+    path.mkdir()
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(path, filter="data")
+    return path
+
+
+def time_version(tree: Path, steps: int) -> dict[str, float]:
+    code = TIMER.format(bench=str(tree / "benchmarks"), steps=steps)
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tree, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"timing {tree} failed:\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("before")
+    parser.add_argument("after")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per process and run (median kept)")
+    args = parser.parse_args()
+    threads = {k: os.environ[k] for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MINISPARSE_NUM_THREADS")
+               if k in os.environ}
+    print(f"{os.cpu_count()} cores, thread settings {threads or 'none (every core)'}, load {os.getloadavg()[0]:.1f}")
+    print(f"float32 matmul peak (1024x1024): {matmul_peak():.1f} GFLOP/s")
+    with tempfile.TemporaryDirectory() as tmp:
+        trees = {rev: checkout(rev, Path(tmp)) for rev in (args.before, args.after)}
+        rounds = []
+        for r in range(args.rounds):
+            order = (args.before, args.after) if r % 2 == 0 else (args.after, args.before)  # neither always first
+            got = {rev: time_version(trees[rev], args.steps) for rev in order}
+            rounds.append(got)
+            print(f"round {r + 1}: " + "; ".join(
+                f"{rev} " + ", ".join(f"{run} {s * 1e3:.0f} ms" for run, s in t.items()) for rev, t in got.items()))
+    print(f"\n| run | {args.before} ms | {args.after} ms | {args.after} / {args.before}, per round |")
+    print("|---|---|---|---|")
+    for run in rounds[0][args.before]:
+        a = np.array([g[args.before][run] for g in rounds])
+        b = np.array([g[args.after][run] for g in rounds])
+        r = b / a
+        print(f"| {run} | {np.median(a) * 1e3:.0f} | {np.median(b) * 1e3:.0f} | "
+              f"median {np.median(r):.2f}, range {r.min():.2f}–{r.max():.2f} |")
+    for rev in (args.before, args.after):
+        r = np.array([g[rev]["sparse"] / g[rev]["dense"] for g in rounds])
+        print(f"{rev}: sparse / dense step, median {np.median(r):.2f}, range {r.min():.2f}–{r.max():.2f}")
+    print(f"float32 matmul peak (1024x1024), again: {matmul_peak():.1f} GFLOP/s; load {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
