@@ -8,8 +8,8 @@ Why they are faster (what each buys is measured by `benchmarks/profile_step.py -
 - attention: the plain form writes the [B, H, T, T] scores and four temporaries as large to memory and reads them
   back; here a block of sequences is done at a time, in place, so its scores stay in the L2 cache through all of the
   softmax's passes.
-- GELU, the linear layer's bias, RMSNorm's backward: in place, or a row sum as one einsum; the [N, M] temporaries of
-  the named terms never exist.
+- GELU, the linear layer's bias, RMSNorm: in place, or a row sum as one einsum; the [N, M] temporaries of the named
+  terms never exist.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from minisparse.params import GELU_A, GELU_C
+from minisparse.params import GELU_A, GELU_C, RMS_EPS
 
 from .layers import causal_bias, split_heads
 
@@ -52,7 +52,7 @@ def attention_forward(q, k, v, sink, n_head):
             np.maximum(m, sink4, out=m)
         pb -= m
         np.exp(pb, out=pb)                                                     # unnormalised weights
-        denom = pb.sum(axis=-1, keepdims=True)
+        denom = np.einsum("bhij->bhi", pb)[..., None]                           # row sums: einsum beats .sum here
         if sink is not None:
             e_sink = np.exp(sink4 - m)
             denom += e_sink
@@ -125,6 +125,17 @@ def linear_forward(x, w, b=None):
     if b is not None:
         y += b                                       # in place: no second [N, out] array
     return y, (x, w, b is not None)
+
+
+def rmsnorm_forward(x, g):
+    # [N, C], [C] -> [N, C]
+    rstd = np.einsum("nc,nc->n", x, x)[:, None]      # Σ x² per row, without the [N, C] square
+    rstd /= x.shape[1]
+    rstd += RMS_EPS
+    np.sqrt(rstd, out=rstd)
+    np.divide(1.0, rstd, out=rstd)                   # r = 1/sqrt(mean(x²) + eps)
+    xhat = x * rstd
+    return xhat * g, (xhat, rstd, g)
 
 
 def rmsnorm_backward(dout, cache):

@@ -56,7 +56,8 @@ class NumpyTrainer:
         def run(i):
             results[i] = self.model.loss_and_grads(x[shares[i]], y[shares[i]])
 
-        self.threads.each(run, list(range(parts)))
+        with self.threads.own_cores():
+            self.threads.each(run, list(range(parts)))
         weights = [(s.stop - s.start) / x.shape[0] for s in shares]   # each share's fraction of the tokens
         grads = results[0][1]
 
