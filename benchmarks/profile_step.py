@@ -8,8 +8,9 @@ variants taking turns step by step, and each op kind's time is shown as ms per s
 the step minus everything attributed: glue in model.py (reshapes, concatenations, the gradient dict), the loss's
 Python. Timers add a few µs per call (~300 calls a step), well under 1% of a step.
 
-`--plain` adds a dense step that runs layers.py's plain attention and GELU instead of fast.py's: what the fast paths
-buy. `--clock cpu` measures this process's CPU time instead of wall time: steadier on a shared machine (use it with
+The step runs on one thread (the trainer's `threads=1`: a step shared between threads runs the same ops on each
+share). `--plain` adds a dense step that runs layers.py's plain ops instead of fast.py's: what the fast paths buy.
+`--clock cpu` measures this process's CPU time instead of wall time: steadier on a shared machine (use it with
 OPENBLAS_NUM_THREADS=1, since CPU time adds up the time of every thread).
 """
 
@@ -25,8 +26,7 @@ from bench_step import BATCH, FIRST_STEP, RUNS, batch, matmul_peak, run_configs
 import minisparse.numpy.model as model_module
 import minisparse.numpy.trainer as trainer_module
 import minisparse.optim as optim_module
-from minisparse.numpy import fast, layers
-from minisparse.train import make_trainer
+from minisparse.numpy import GPT, NumpyTrainer, fast, layers
 
 # op kind of each function, by a piece of its name (first match wins)
 KINDS = [("linear", "matmuls (linear layers)"), ("attention", "attention (matmuls + softmax)"), ("abstopk", "AbsTopK"),
@@ -74,12 +74,12 @@ def profile(steps: int, clock, plain: bool) -> dict[str, tuple[dict, float, floa
     plain_ops = {name: prof.timed(name, getattr(layers, name)) for name in FAST_OPS}
     variants = {run: (run, False) for run in RUNS}
     if plain:
-        variants["dense, plain attention and GELU"] = ("dense", True)
+        variants["dense, layers.py's plain ops"] = ("dense", True)
     try:
         steppers = {}
         for variant, (run, _) in variants.items():
             cfg, tcfg = run_configs(run)
-            trainer, (x, y) = make_trainer("numpy", cfg, tcfg), batch(cfg)
+            trainer, (x, y) = NumpyTrainer(GPT(cfg, seed=tcfg.seed), tcfg, threads=1), batch(cfg)
             steppers[variant] = (lambda i, t=trainer, x=x, y=y: t.step(x, y, i))
         times, faults = defaultdict(float), defaultdict(int)
         for i in range(-3, steps):                        # 3 warm-up steps: caches, allocator, BLAS threads
