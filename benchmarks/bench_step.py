@@ -4,6 +4,7 @@
     python benchmarks/bench_step.py --backends mlx                          # on a Mac: MLX on the Apple GPU
     python benchmarks/bench_step.py --backends numpy --against torch        # NumPy against PyTorch eager and compiled
     python benchmarks/bench_step.py --backends numpy --prune runs/small-sparse/model.safetensors   # and prune time
+    python benchmarks/bench_step.py --backends numpy --shares               # a step's share alone and side by side
 
 Reference config: vocab 256, d_model 128, 4 layers, 8 heads of 16, d_mlp 512, n_ctx 128, batch 16; dense (afrac 1,
 density 1) and sparse (afrac 0.25, density 1/16, timed after the anneal so the projection works at its target).
@@ -13,7 +14,7 @@ token, nanoGPT's count), N = the weights that take part in matmuls (every matrix
 Every variant is timed interleaved with the others (one step of each in turn), so a machine that slows down halfway
 slows all of them alike: the ratios are the numbers to compare across machines, the milliseconds are this run's.
 NumPy's minor page faults per steady-state step (resource.getrusage) measure how much memory a step maps afresh.
-`--against torch` needs `pip install -e ".[bench]"`; PyTorch gets the same number of threads as NumPy's BLAS.
+`--against torch` needs `pip install -e ".[bench]"`; PyTorch gets as many threads as NumPy's step runs on.
 `--prune CHECKPOINT` times one `prune` of single_double_quote on it, alone and with both controls (`minisparse prune`'s
 default), as the CLI would run it: a fresh process state (no mean ablation cached) for each.
 """
@@ -30,6 +31,7 @@ import numpy as np
 
 from minisparse.backend import matmul_gflops
 from minisparse.config import ModelConfig, TrainConfig
+from minisparse.numpy.threads import default_threads
 from minisparse.optim import densities_at
 from minisparse.params import param_shapes
 from minisparse.sparsity import project_topk
@@ -100,15 +102,17 @@ def trainer_stepper(backend: str, run: str):
 
 
 def numpy_projection_seconds(run: str, repeats: int = 5) -> float:
-    """Median seconds of the NumPy top-k projection of every sparsified matrix (random dense weights)."""
+    """Median seconds of the NumPy top-k projection of every sparsified matrix (random dense weights), on the
+    trainer's threads."""
     cfg, tcfg = run_configs(run)
-    params = make_trainer("numpy", cfg, tcfg).numpy_params()
+    trainer = make_trainer("numpy", cfg, tcfg)
+    params = trainer.numpy_params()
     densities = densities_at(FIRST_STEP, params, tcfg)
     times = []
     for _ in range(repeats):
         fresh = {n: p + np.float32(1e-3) for n, p in params.items()}  # undo last projection's zeros
         t = time.perf_counter()
-        project_topk(fresh, densities, tcfg.min_per_neuron)
+        project_topk(fresh, densities, tcfg.min_per_neuron, trainer.threads.each)   # as the step does it
         times.append(time.perf_counter() - t)
     return float(np.median(times))
 
@@ -149,9 +153,9 @@ def against_torch(steps: int) -> None:
         raise SystemExit('--against torch needs PyTorch: pip install -e ".[bench]"') from None
     import torch_twin
 
-    threads = blas_threads()
+    threads = default_threads()
     torch.set_num_threads(threads)
-    print(f"torch {torch.__version__}, {threads} thread(s) for both (NumPy's BLAS and PyTorch)\n")
+    print(f"torch {torch.__version__}, {threads} thread(s) for both (NumPy's step and PyTorch)\n")
     print("| run | numpy ms | torch eager ms | torch.compile ms | numpy / eager | numpy / compile |")
     print("|---|---|---|---|---|---|")
     for run in RUNS:
@@ -169,6 +173,40 @@ def against_torch(steps: int) -> None:
         ms = {name: float(np.median(ts)) * 1e3 for name, ts in times.items()}
         print(f"| {run} | {ms['numpy']:.0f} | {ms['eager']:.0f} | {ms['compile']:.0f} | "
               f"{ratio_range(times['numpy'], times['eager'])} | {ratio_range(times['numpy'], times['compile'])} |")
+
+
+def shares_side_by_side(steps: int) -> None:
+    """One share of a two-thread step (half the batch: forward and backward) timed alone and side by side with the
+    other, wall and thread CPU time: whether the threads wait (on the GIL) or run slower (sharing the machine)."""
+    import threading
+
+    cfg, tcfg = run_configs("dense")
+    trainer, (x, y) = make_trainer("numpy", cfg, tcfg), batch(cfg)
+    if trainer.threads.n < 2:
+        raise SystemExit("--shares needs two threads (unset OPENBLAS_NUM_THREADS / MINISPARSE_NUM_THREADS)")
+    half = x.shape[0] // 2
+    times = {"alone": [], "side by side": []}
+
+    def share(rows, out):
+        wall, cpu = time.perf_counter(), time.thread_time()
+        trainer.model.loss_and_grads(x[rows], y[rows])
+        out.append((time.perf_counter() - wall, time.thread_time() - cpu))
+
+    with trainer.threads.own_cores():
+        for i in range(steps + 2):
+            alone, both = [], []
+            share(slice(0, half), alone)
+            other = threading.Thread(target=share, args=(slice(half, None), both))
+            other.start()
+            share(slice(0, half), both)
+            other.join()
+            if i >= 2:
+                times["alone"] += alone
+                times["side by side"] += both
+    print("\n| one share of a dense step (8 sequences) | wall ms | thread CPU ms |\n|---|---|---|")
+    for name, ts in times.items():
+        wall, cpu = np.median(np.array(ts), axis=0) * 1e3
+        print(f"| {name} | {wall:.1f} | {cpu:.1f} |")
 
 
 def prune_seconds(checkpoint: str, task: str = "single_double_quote") -> tuple[float, float]:
@@ -194,6 +232,7 @@ def main() -> None:
     parser.add_argument("--backends", default="numpy,mlx")
     parser.add_argument("--against", choices=["torch"], help="also time an independent PyTorch twin, interleaved")
     parser.add_argument("--prune", metavar="CHECKPOINT", help="also time pruning a task on this NumPy checkpoint")
+    parser.add_argument("--shares", action="store_true", help="also time one share of a step alone and side by side")
     args = parser.parse_args()
     backends = [b for b in args.backends.split(",") if b]
     peaks = {b: matmul_gflops(b, n=1024, seconds=1.0) for b in {"numpy", *backends}}
@@ -205,6 +244,8 @@ def main() -> None:
     if args.against == "torch":
         print()
         against_torch(args.steps)
+    if args.shares:
+        shares_side_by_side(args.steps)
     if args.prune:
         alone, with_controls = prune_seconds(args.prune)
         print(f"\nprune single_double_quote on {args.prune}: {alone:.1f} s; with both controls {with_controls:.1f} s")

@@ -66,8 +66,8 @@ def _top_per_row(a: np.ndarray, k: int, exact_at_zero: bool = True) -> np.ndarra
     part = np.partition(a, n - k, axis=-1)
     kth = part[..., n - k, None]
     mask = a >= kth
-    if np.count_nonzero(mask) == mask.size // n * k:   # every row passes >= k: exactly k each, no ties anywhere
-        return mask
+    if np.count_nonzero(mask) == mask.size // n * k:   # every row passes >= k: so exactly k each, no row tied at
+        return mask                                      # its k-th value
     tied = part[..., :n - k].max(axis=-1, keepdims=True) == kth
     if not exact_at_zero:
         tied &= kth > 0
@@ -80,7 +80,7 @@ def _top_per_row(a: np.ndarray, k: int, exact_at_zero: bool = True) -> np.ndarra
     return mask
 
 
-SAMPLE = 16   # _largest finds the n-th largest among the entries above the bound a 1-in-16 sample puts on it
+SAMPLE = 17   # _largest's sample takes every 17th entry: prime, so not the same columns of every row
 
 
 def _largest(values: np.ndarray, n: int) -> np.ndarray:
@@ -90,7 +90,7 @@ def _largest(values: np.ndarray, n: int) -> np.ndarray:
     entries are equal (exact zeros after a projection), so only the positive candidates are partitioned when they are
     the minority, and when they are too few all of them are taken, then the first zeros. When n is a small part of
     the candidates (a sparse model's weights), a sample bounds the n-th largest from below: only the candidates above
-    the bound are partitioned, if there are at least n of them (else all are).
+    the bound are partitioned, if there are at least n of them (else all are, as before).
     """
     positive = np.flatnonzero(values > 0)
     if positive.size <= n:

@@ -2,8 +2,9 @@
 
 A run directory (`minisparse.rundir`) holds the latest checkpoint, the optimizer state that goes with it, and
 `metrics.jsonl` (one line per logged step); one process at a time writes into it. Batches are a pure function of
-(seed, step), so a run stopped at step N, at any instant, and resumed is bit-identical to one that never stopped. A
-non-finite loss or gradient stops the run with the last good checkpoint kept untouched.
+(seed, step), so a run stopped at step N, at any instant, and resumed (on as many threads: numpy/trainer.py) is
+bit-identical to one that never stopped. A non-finite loss or gradient stops the run with the last good checkpoint kept
+untouched.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """The NumPy trainer's threads (minisparse/numpy/threads.py, trainer.py): how many, how they share a step, what they
 guarantee: the same bits on the same thread count, the same model to float rounding on any."""
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -52,12 +54,27 @@ def test_a_malformed_batch_is_refused_by_the_model_on_threads():
         trainer.step(x + 99, x, 0)
 
 
-def test_a_share_that_fails_stops_the_step_with_its_own_error():
-    def fail_on_last(item):
-        if item == 3:
-            raise ZeroDivisionError("in a pool thread")
-    with pytest.raises(ZeroDivisionError, match="in a pool thread"):
-        threads.Threads(2).each(fail_on_last, [0, 1, 2, 3])
+def test_a_share_that_fails_stops_the_call_with_its_own_error_and_the_pool_works_on():
+    pool = threads.Threads(3)
+
+    def fail_on(bad):
+        def fn(item):
+            if item == bad:
+                raise ZeroDivisionError(f"item {item}")
+        return fn
+
+    for bad in (0, 3):                                   # in the caller's own share, then in a pool thread's
+        with pytest.raises(ZeroDivisionError, match=f"item {bad}"):
+            pool.each(fail_on(bad), [0, 1, 2, 3])
+    seen = []
+    pool.each(seen.append, list(range(6)))
+    assert sorted(seen) == list(range(6))
+
+
+def test_a_nested_call_is_refused():
+    pool = threads.Threads(2)
+    with pytest.raises(RuntimeError, match="one call at a time"):
+        pool.each(lambda item: pool.each(print, [1, 2]), [0, 1])
 
 
 def test_numpy_error_settings_hold_in_the_pool_threads():
@@ -67,20 +84,29 @@ def test_numpy_error_settings_hold_in_the_pool_threads():
         threads.Threads(2).each(lambda i: big[i] * big[i], [0, 1, 2, 3])
 
 
-def test_each_calls_every_item_once_in_contiguous_groups():
-    seen = []
-    threads.Threads(3).each(seen.append, list(range(10)))
-    assert sorted(seen) == list(range(10))
+def test_each_gives_each_thread_one_contiguous_group():
+    done_by = {}
+    barrier = threading.Barrier(3, timeout=10)           # every thread holds its first item until all three have one
+
+    def record(item):
+        if item % 4 == 0:
+            barrier.wait()
+        done_by[item] = threading.get_ident()
+
+    threads.Threads(3).each(record, list(range(12)))
+    groups = [[item for item in range(12) if done_by[item] == ident] for ident in dict.fromkeys(done_by.values())]
+    assert sorted(groups) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
 
 
-@pytest.mark.parametrize("setting", [{"MINISPARSE_NUM_THREADS": "3", "OPENBLAS_NUM_THREADS": "1"},
-                                     {"OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "5"}, {"OMP_NUM_THREADS": "5"}])
-def test_thread_count_follows_its_own_setting_then_the_blas_one(monkeypatch, setting):
+@pytest.mark.parametrize(("setting", "n"), [({"MINISPARSE_NUM_THREADS": "3", "OPENBLAS_NUM_THREADS": "1"}, 3),
+                                            ({"OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "5"}, 2),
+                                            ({"OMP_NUM_THREADS": "4,2"}, 4), ({"MKL_NUM_THREADS": "5"}, 5)])
+def test_thread_count_follows_its_own_setting_then_the_blas_one(monkeypatch, setting, n):
     for var in threads.THREAD_VARIABLES:
         monkeypatch.delenv(var, raising=False)
     for var, value in setting.items():
         monkeypatch.setenv(var, value)
-    assert threads.Threads().n == int(next(iter(setting.values())))
+    assert threads.Threads().n == n
 
 
 @pytest.mark.parametrize("bad", ["0", "two", "-1"])
@@ -97,7 +123,7 @@ def test_a_bad_thread_count_is_refused(bad):
 
 
 def test_blas_runs_one_thread_while_the_pool_works_and_as_before_after():
-    blas = threads._blas()
+    blas = threads._blas().select(user_api="blas")
     assert blas.info(), "threadpoolctl finds no BLAS in this process"
     with blas.limit(limits=2, user_api="blas"):        # the tests run BLAS on one thread: start from two
         assert all(lib["num_threads"] == 2 for lib in blas.info())

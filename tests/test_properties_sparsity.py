@@ -122,6 +122,17 @@ def test_topk_of_a_small_budget_is_a_full_sorts_choice(rows, cols, levels, zeros
     np.testing.assert_array_equal(topk_mask(w, k).reshape(-1), expected)
 
 
+def test_topk_is_exact_when_the_sample_misjudges_the_bound():
+    # the sampled entries (every 17th) are the largest: the bound the sample sets passes fewer than k entries, and the
+    # top-k must come from the full partition instead
+    w = np.random.default_rng(0).random((30, 30)).astype(np.float32)
+    w.reshape(-1)[::17] += 10.0
+    k = 40
+    expected = np.zeros(w.size, dtype=bool)
+    expected[np.argsort(-w.reshape(-1), kind="stable")[:k]] = True
+    np.testing.assert_array_equal(topk_mask(w, k).reshape(-1), expected)
+
+
 @given(problems())
 def test_topk_is_idempotent(problem):
     """Projecting a projected matrix again keeps every one of its nonzeros (a projection changes nothing twice)."""

@@ -41,7 +41,9 @@ def test_every_step_of_an_annealing_run_holds_exactly_the_scheduled_nonzeros():
     assert len(seen_densities) > 10, "the run should pass through the anneal, not jump to the target"
 
 
-def test_stop_and_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_stop_and_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, monkeypatch, threads):
+    monkeypatch.setenv("MINISPARSE_NUM_THREADS", threads)     # on two, each step's batch is shared between threads
     straight = train(CFG, TCFG, tmp_path / "straight", corpus=CORPUS, progress=False)
     train(CFG, TCFG, tmp_path / "resumed", corpus=CORPUS, progress=False, until=TCFG.steps // 2)
     assert read_checkpoint(tmp_path / "resumed" / MODEL_FILE)[2]["step"] == str(TCFG.steps // 2)

@@ -118,7 +118,6 @@ def gelu_backward(dout, cache):
     return g
 
 
-
 def linear_forward(x, w, b=None):
     # [N, in], [out, in], [out] or None -> [N, out]
     y = x @ w.T
@@ -128,9 +127,9 @@ def linear_forward(x, w, b=None):
 
 
 def rmsnorm_forward(x, g):
-    # [N, C], [C] -> [N, C]
-    rstd = np.einsum("nc,nc->n", x, x)[:, None]      # Σ x² per row, without the [N, C] square
-    rstd /= x.shape[1]
+    # [..., C], [C] -> [..., C]
+    rstd = np.einsum("...c,...c->...", x, x)[..., None]   # Σ x² per row, without the squares as an array
+    rstd /= x.shape[-1]
     rstd += RMS_EPS
     np.sqrt(rstd, out=rstd)
     np.divide(1.0, rstd, out=rstd)                   # r = 1/sqrt(mean(x²) + eps)
@@ -143,7 +142,7 @@ def rmsnorm_backward(dout, cache):
     xhat, rstd, g = cache
     dg = (dout * xhat).sum(axis=0)
     dxhat = dout * g
-    proj = np.einsum("nc,nc->n", dxhat, xhat)[:, None]   # Σ dx̂·x̂ per row, without the [N, C] product
+    proj = np.einsum("nc,nc->n", dxhat, xhat)[:, None]   # Σ dx̂·x̂ per row, without the products as an array
     proj /= xhat.shape[1]                                # mean(dx̂·x̂)
     dx = xhat * proj
     np.subtract(dxhat, dx, out=dx)

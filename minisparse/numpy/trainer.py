@@ -3,9 +3,10 @@
 `minisparse.train` drives it; `minisparse.mlx.trainer.MLXTrainer` is its MLX twin, with the same methods.
 
 On several threads (threads.py) a step splits its batch: each thread runs the forward and backward of a share of the
-sequences, and the gradients, each a mean over its share's tokens, are averaged in a fixed order, so a run gives the
-same bits every time on the same thread count (and agrees to float rounding across counts: tests/test_numpy_threads.py).
-The optimizer's update and projection are then split by parameter.
+sequences, and the gradients, each a mean over its share's tokens, are summed weighted by each share's fraction of the
+tokens, in a fixed order, so a run gives the same bits every time on the same thread count (and agrees to float
+rounding across counts: tests/test_numpy_threads.py). The optimizer's update and projection are then split by
+parameter.
 """
 
 from __future__ import annotations
@@ -37,14 +38,14 @@ class NumpyTrainer:
         """One optimizer step (`step` 0-based) on tokens `x`, targets `y` [B, T]; returns the loss before the step."""
         with self.threads.own_cores():
             with np.errstate(all="ignore"):  # a diverging step overflows on its way; the check below reports it once
-                loss, grads = self.loss_and_grads(x, y)
+                loss, grads = self._loss_and_grads(x, y)
             if not math.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss} at step {step}")
             optimizer_step(self.model.params, grads, self.state, step, self.cfg, self.threads.each)
         return loss
 
-    def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
-        """The model's `loss_and_grads`, the batch's sequences shared between the threads."""
+    def _loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
+        # the model's loss_and_grads, the batch's sequences shared between the threads
         x, y = np.asarray(x), np.asarray(y)
         parts = min(self.threads.n, x.shape[0]) if x.ndim == 2 and x.shape == y.shape else 1
         if parts == 1:                                  # (a malformed batch is refused here, by the model)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..rundir import METRICS_FILE
 
-THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+THREAD_VARIABLES = ("MINISPARSE_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def run_jobs(jobs: list, workers: int, desc: str, progress: bool = True, total: int | None = None, done=None) -> list:
@@ -48,8 +48,8 @@ def run_jobs(jobs: list, workers: int, desc: str, progress: bool = True, total: 
 
 @contextmanager
 def worker_pool(n: int):
-    """`n` worker processes with one BLAS thread each. The variables that say so stay set while the pool lives: it
-    starts workers on demand, and each must see them before it imports NumPy."""
+    """`n` worker processes with one thread each (BLAS's and a training step's). The variables that say so stay set
+    while the pool lives: it starts workers on demand, and each must see them before it imports NumPy."""
     import multiprocessing
 
     saved = {k: os.environ.get(k) for k in THREAD_VARIABLES}
