@@ -62,8 +62,8 @@ def optimizer_step(params: dict[str, np.ndarray], grads: dict[str, np.ndarray], 
                    cfg: TrainConfig, each=None) -> dict[str, np.ndarray]:
     """Apply optimizer step `step` (0-based) in place to `params` and `state`; return the top-k masks.
 
-    `each(fn, names)`, if given, calls fn(name) for every parameter name, in any order or concurrently (the NumPy
-    model's threads): every parameter's update and projection is independent of the others'.
+    `each(fn, names)`, if given, calls fn(name) for every parameter name, in any order or concurrently, and returns
+    once all are done (the NumPy trainer's threads): every parameter's update and projection is independent.
 
     A gradient holding NaN or inf is refused with a FloatingPointError before anything is changed. An update that
     overflows a weight to inf raises FloatingPointError too, but after the step was partly applied: the training loop

@@ -192,7 +192,7 @@ def project_topk(params: dict[str, np.ndarray], densities: dict[str, float],
 
     `densities` maps each sparsified parameter name to its density now (see `density_at`). Unsparsified tensors (norms,
     biases, sinks, bigram) are never touched. `each(fn, names)`, if given, calls fn(name) for every name, in any order
-    or concurrently (the NumPy model's threads): each matrix is projected on its own.
+    or concurrently, and returns once all are done (the NumPy trainer's threads): each matrix is projected alone.
     """
     names = [name for name in params if is_sparsified(name)]
     masks = dict.fromkeys(names)

@@ -1,9 +1,9 @@
 """The GPT of DESIGN §1 in NumPy, with hand-written backprop.
 
 The forward pass below reads like the equations of DESIGN §1; each step is a forward function from `layers.py` (for
-some, its twin in `fast.py`: the same formula, restructured for speed) whose cache the backward pass
-hands back to the matching backward function, in reverse order. Activations are kept 2-D,
-(N = B·T, width), so every linear layer is a single BLAS call; only attention sees (B, H, T, Dh), through views.
+some, its twin in `fast.py`: the same formula, restructured for speed) whose cache the backward pass hands back to the
+matching backward function, in reverse order. Activations are kept 2-D, (N = B·T, width), so every linear layer is a
+single BLAS call; only attention sees (B, H, T, Dh), through views.
 
 Shapes: B batch, T tokens, N = B·T, D d_model, H heads, Dh d_head, A = H·Dh, M d_mlp, V vocab (see layers.py).
 """

@@ -36,7 +36,7 @@ class NumpyTrainer:
 
     def step(self, x: np.ndarray, y: np.ndarray, step: int) -> float:
         """One optimizer step (`step` 0-based) on tokens `x`, targets `y` [B, T]; returns the loss before the step."""
-        with self.threads.own_cores():
+        with self.threads.own_cores():      # BLAS one thread per share (threads.py)
             with np.errstate(all="ignore"):  # a diverging step overflows on its way; the check below reports it once
                 loss, grads = self._loss_and_grads(x, y)
             if not math.isfinite(loss):
@@ -57,8 +57,7 @@ class NumpyTrainer:
         def run(i):
             results[i] = self.model.loss_and_grads(x[shares[i]], y[shares[i]])
 
-        with self.threads.own_cores():
-            self.threads.each(run, list(range(parts)))
+        self.threads.each(run, list(range(parts)))
         weights = [(s.stop - s.start) / x.shape[0] for s in shares]   # each share's fraction of the tokens
         grads = results[0][1]
 
