@@ -8,8 +8,10 @@ Why they are faster (what each buys is measured by `benchmarks/profile_step.py -
 - attention: the plain form writes the [B, H, T, T] scores and four temporaries as large to memory and reads them
   back; here a block of sequences is done at a time, in place, so its scores stay in the L2 cache through all of the
   softmax's passes.
-- GELU, the linear layer's bias, RMSNorm: in place, or a row sum as one einsum; the [N, M] temporaries of the named
-  terms never exist.
+- GELU, the linear layer's bias, RMSNorm's backward: in place, or a row sum as one einsum; the [N, M] temporaries of
+  the named terms never exist.
+Forward passes sum in the plain form's order: a sum reordered moves the last bits, and at an AbsTopK near-tie that
+picks another channel (the shipped models' recorded losses moved by up to 2e-3; tests/test_zoo_shipped.py).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import math
 
 import numpy as np
 
-from minisparse.params import GELU_A, GELU_C, RMS_EPS
+from minisparse.params import GELU_A, GELU_C
 
 from .layers import causal_bias, split_heads
 
@@ -52,7 +54,7 @@ def attention_forward(q, k, v, sink, n_head):
             np.maximum(m, sink4, out=m)
         pb -= m
         np.exp(pb, out=pb)                                                     # unnormalised weights
-        denom = np.einsum("bhij->bhi", pb)[..., None]                           # row sums: einsum beats .sum here
+        denom = pb.sum(axis=-1, keepdims=True)
         if sink is not None:
             e_sink = np.exp(sink4 - m)
             denom += e_sink
@@ -124,17 +126,6 @@ def linear_forward(x, w, b=None):
     if b is not None:
         y += b                                       # in place: no second [N, out] array
     return y, (x, w, b is not None)
-
-
-def rmsnorm_forward(x, g):
-    # [..., C], [C] -> [..., C]
-    rstd = np.einsum("...c,...c->...", x, x)[..., None]   # Σ x² per row, without the squares as an array
-    rstd /= x.shape[-1]
-    rstd += RMS_EPS
-    np.sqrt(rstd, out=rstd)
-    np.divide(1.0, rstd, out=rstd)                   # r = 1/sqrt(mean(x²) + eps)
-    xhat = x * rstd
-    return xhat * g, (xhat, rstd, g)
 
 
 def rmsnorm_backward(dout, cache):

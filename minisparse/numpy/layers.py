@@ -8,8 +8,8 @@ modifies its arguments. Constants are Python floats, so a float32 input stays fl
 not capped by a float32 constant (NEP 50).
 
 The model runs these, except where `fast.py` computes the same thing restructured (attention a few sequences at a
-time, GELU in place, the linear layer's bias, RMSNorm), because there the plain form costs a measured share of every
-training step. The formulas are here; what the restructuring buys is there.
+time, GELU in place, the linear layer's bias, RMSNorm's backward), because there the plain form costs a measured share
+of every training step. The formulas are here; what the restructuring buys is there.
 
 Shape legend:
     B  batch                  T  tokens (<= n_ctx)         N  = B·T, rows of the 2-D activations

@@ -23,7 +23,6 @@ from .fast import (  # layers.py's, restructured
     gelu_forward,
     linear_forward,
     rmsnorm_backward,
-    rmsnorm_forward,
 )
 from .layers import (
     abstopk_backward,
@@ -35,6 +34,7 @@ from .layers import (
     gate_backward,
     gate_forward,
     linear_backward,
+    rmsnorm_forward,
 )
 from .memory import reuse_freed_memory
 
