@@ -1,4 +1,4 @@
-"""Fast paths: the ops of `layers.py` whose plain form costs a measured share of a training step, restructured.
+"""Fast paths: the two ops of `layers.py` whose plain form costs a measured share of a training step, restructured.
 
 Each function computes what its namesake in layers.py computes, from the same formula (read it there), and takes and
 returns the same arrays; only the order of work and where it is stored differ. tests/test_numpy_fast.py holds them
@@ -8,10 +8,7 @@ Why they are faster (what each buys is measured by `benchmarks/profile_step.py -
 - attention: the plain form writes the [B, H, T, T] scores and four temporaries as large to memory and reads them
   back; here a block of sequences is done at a time, in place, so its scores stay in the L2 cache through all of the
   softmax's passes.
-- GELU, the linear layer's bias, RMSNorm's backward: in place, or a row sum as one einsum; the [N, M] temporaries of
-  the named terms never exist.
-Forward passes sum in the plain form's order: a sum reordered moves the last bits, and at an AbsTopK near-tie that
-picks another channel (the shipped models' recorded losses moved by up to 2e-3; tests/test_zoo_shipped.py).
+- GELU: in place, the [N, M] temporaries of the named terms never exist.
 """
 
 from __future__ import annotations
@@ -118,24 +115,3 @@ def gelu_backward(dout, cache):
     g *= 0.5                                         # local_grad = 0.5·(1 + t) + 0.5·x·sech²·dinner
     g *= dout
     return g
-
-
-def linear_forward(x, w, b=None):
-    # [N, in], [out, in], [out] or None -> [N, out]
-    y = x @ w.T
-    if b is not None:
-        y += b                                       # in place: no second [N, out] array
-    return y, (x, w, b is not None)
-
-
-def rmsnorm_backward(dout, cache):
-    # [N, C] -> [N, C], [C]
-    xhat, rstd, g = cache
-    dg = (dout * xhat).sum(axis=0)
-    dxhat = dout * g
-    proj = np.einsum("nc,nc->n", dxhat, xhat)[:, None]   # Σ dx̂·x̂ per row, without the products as an array
-    proj /= xhat.shape[1]                                # mean(dx̂·x̂)
-    dx = xhat * proj
-    np.subtract(dxhat, dx, out=dx)
-    dx *= rstd                                           # r·(dx̂ − x̂·mean(dx̂·x̂))
-    return dx, dg

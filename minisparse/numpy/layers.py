@@ -7,9 +7,9 @@ each written as its formula, named terms first, so that it can be checked agains
 modifies its arguments. Constants are Python floats, so a float32 input stays float32 and a float64 gradient check is
 not capped by a float32 constant (NEP 50).
 
-The model runs these, except where `fast.py` computes the same thing restructured (attention a few sequences at a
-time, GELU in place, the linear layer's bias, RMSNorm's backward), because there the plain form costs a measured share
-of every training step. The formulas are here; what the restructuring buys is there.
+The model runs these, except attention and GELU: for those two, `fast.py` computes the same thing restructured (in
+place, one sequence at a time), because there the plain form costs a measured share of every training step. The
+formulas are here; what the restructuring buys is there.
 
 Shape legend:
     B  batch                  T  tokens (<= n_ctx)         N  = B·T, rows of the 2-D activations

@@ -1,9 +1,9 @@
 """The GPT of DESIGN §1 in NumPy, with hand-written backprop.
 
 The forward pass below reads like the equations of DESIGN §1; each step is a forward function from `layers.py` (for
-some, its twin in `fast.py`: the same formula, restructured for speed) whose cache the backward pass hands back to the
-matching backward function, in reverse order. Activations are kept 2-D, (N = B·T, width), so every linear layer is a
-single BLAS call; only attention sees (B, H, T, Dh), through views.
+attention and GELU, its twin in `fast.py`: the same formula, restructured for speed) whose cache the backward pass
+hands back to the matching backward function, in reverse order. Activations are kept 2-D,
+(N = B·T, width), so every linear layer is a single BLAS call; only attention sees (B, H, T, Dh), through views.
 
 Shapes: B batch, T tokens, N = B·T, D d_model, H heads, Dh d_head, A = H·Dh, M d_mlp, V vocab (see layers.py).
 """
@@ -16,14 +16,7 @@ from minisparse.config import ModelConfig
 from minisparse.hooks import cache_keys, call_hook, check_keys, hook_keys
 from minisparse.params import check_gates, check_param_arrays, init_params
 
-from .fast import (  # layers.py's, restructured
-    attention_backward,
-    attention_forward,
-    gelu_backward,
-    gelu_forward,
-    linear_forward,
-    rmsnorm_backward,
-)
+from .fast import attention_backward, attention_forward, gelu_backward, gelu_forward  # layers.py's, restructured
 from .layers import (
     abstopk_backward,
     abstopk_forward,
@@ -34,6 +27,8 @@ from .layers import (
     gate_backward,
     gate_forward,
     linear_backward,
+    linear_forward,
+    rmsnorm_backward,
     rmsnorm_forward,
 )
 from .memory import reuse_freed_memory
