@@ -9,9 +9,9 @@ the step minus everything attributed: glue in model.py (reshapes, concatenations
 Python. Timers add a few µs per call (~300 calls a step), well under 1% of a step.
 
 The step runs on one thread (the trainer's `threads=1`: a step shared between threads runs the same ops on each
-share). `--plain` adds a dense step that runs layers.py's plain ops instead of fast.py's: what the fast paths buy.
-`--clock cpu` measures this process's CPU time instead of wall time: steadier on a shared machine (use it with
-OPENBLAS_NUM_THREADS=1, since CPU time adds up the time of every thread).
+share). `--plain` adds a dense step that runs layers.py's plain attention and GELU instead of fast.py's: what the fast
+paths buy. `--clock cpu` measures this process's CPU time instead of wall time: steadier on a shared machine (use it
+with OPENBLAS_NUM_THREADS=1, since CPU time adds up the time of every thread).
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def profile(steps: int, clock, plain: bool) -> dict[str, tuple[dict, float, floa
     plain_ops = {name: prof.timed(name, getattr(layers, name)) for name in FAST_OPS}
     variants = {run: (run, False) for run in RUNS}
     if plain:
-        variants["dense, layers.py's plain ops"] = ("dense", True)
+        variants["dense, plain attention and GELU"] = ("dense", True)
     try:
         steppers = {}
         for variant, (run, _) in variants.items():
