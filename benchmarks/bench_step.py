@@ -31,7 +31,6 @@ import numpy as np
 
 from minisparse.backend import matmul_gflops
 from minisparse.config import ModelConfig, TrainConfig
-from minisparse.numpy.threads import default_threads
 from minisparse.optim import densities_at
 from minisparse.params import param_shapes
 from minisparse.sparsity import project_topk
@@ -55,11 +54,10 @@ def matmul_peak() -> float:
 
 
 def blas_threads() -> int:
-    """Threads NumPy's BLAS uses here (its environment variables, else every core)."""
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        if os.environ.get(var, "").isdigit():
-            return int(os.environ[var])
-    return os.cpu_count() or 1
+    """Threads NumPy's BLAS runs on here, as the BLAS itself reports them."""
+    from threadpoolctl import threadpool_info
+
+    return max((lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"), default=1)
 
 
 def run_configs(run: str) -> tuple[ModelConfig, TrainConfig]:
@@ -152,6 +150,8 @@ def against_torch(steps: int) -> None:
     except ImportError:
         raise SystemExit('--against torch needs PyTorch: pip install -e ".[bench]"') from None
     import torch_twin
+
+    from minisparse.numpy.threads import default_threads  # here: bench_versions.py runs this file on older trees
 
     threads = default_threads()
     torch.set_num_threads(threads)

@@ -29,34 +29,23 @@ from bench_step import matmul_peak
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# run inside each version's process: the reference config's dense and sparse steps, interleaved, median seconds each
+# run inside each version's process, with that version's minisparse and this checkout's bench_step.py: the reference
+# config's dense and sparse steps, interleaved, median seconds each
 TIMER = """
-import json, sys, time
+import json, sys
 sys.path.insert(0, {bench!r})
 import numpy as np
-from bench_step import FIRST_STEP, RUNS, batch, run_configs
-from minisparse.train import make_trainer
-steppers = {{}}
-for run in RUNS:
-    cfg, tcfg = run_configs(run)
-    trainer, (x, y) = make_trainer("numpy", cfg, tcfg), batch(cfg)
-    steppers[run] = lambda i, t=trainer, x=x, y=y: t.step(x, y, i)
-times = {{run: [] for run in RUNS}}
-for i in range(-2, {steps}):
-    for run, step in steppers.items():
-        t = time.perf_counter()
-        step(FIRST_STEP + 2 + i)
-        if i >= 0:
-            times[run].append(time.perf_counter() - t)
+from bench_step import RUNS, interleaved, trainer_stepper
+times, _ = interleaved({{run: trainer_stepper("numpy", run) for run in RUNS}}, {steps})
 print(json.dumps({{run: float(np.median(ts)) for run, ts in times.items()}}))
 """
 
 
 def checkout(rev: str, into: Path) -> Path:
-    """The package and benchmarks of `rev` ("worktree": this checkout as it is) under `into`."""
+    """The package of `rev` ("worktree": this checkout as it is) under `into`."""
     if rev == "worktree":
         return ROOT
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", rev, "minisparse", "benchmarks"],
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", rev, "minisparse"],
                              capture_output=True, check=False)
     if archive.returncode != 0:
         raise SystemExit(f"cannot read revision {rev!r}: {archive.stderr.decode().strip()}")
@@ -69,7 +58,7 @@ def checkout(rev: str, into: Path) -> Path:
 
 def time_version(tree: Path, steps: int, processes: int) -> dict[str, float]:
     """Median seconds per step of each run, averaged over `processes` copies of the version run at once."""
-    code = TIMER.format(bench=str(tree / "benchmarks"), steps=steps)
+    code = TIMER.format(bench=str(ROOT / "benchmarks"), steps=steps)
     env = {**os.environ, "PYTHONPATH": str(tree)}
     procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env=env, cwd=tree) for _ in range(processes)]

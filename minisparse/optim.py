@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from .config import TrainConfig
-from .sparsity import is_sparsified, project_topk
+from .sparsity import in_turn, is_sparsified, project_topk
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -94,11 +94,7 @@ def optimizer_step(params: dict[str, np.ndarray], grads: dict[str, np.ndarray], 
         v += (1.0 - b2) * (g * g)
         w -= lr * (m / bias1) / (np.sqrt(v / bias2) + cfg.eps)
 
-    if each is None:
-        for name in params:
-            adam(name)
-    else:
-        each(adam, list(params))
+    (each or in_turn)(adam, list(params))
     try:
         masks = project_topk(params, densities_at(step, params, cfg), cfg.min_per_neuron, each)
     except ValueError as e:  # an update overflowed a weight to inf: the run diverged (the step is half applied)

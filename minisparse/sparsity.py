@@ -201,12 +201,14 @@ def project_topk(params: dict[str, np.ndarray], densities: dict[str, float],
         masks[name] = mask = project_mask(name, params[name], densities[name], min_per_neuron)
         np.multiply(params[name], mask, out=params[name])
 
-    if each is None:
-        for name in names:
-            project(name)
-    else:
-        each(project, names)
+    (each or in_turn)(project, names)
     return masks
+
+
+def in_turn(fn, items) -> None:
+    """fn(item) for every item, one after the other: what an `each` argument does when none is given."""
+    for item in items:
+        fn(item)
 
 
 def abstopk_mask(x: np.ndarray, k: int) -> np.ndarray:

@@ -10,9 +10,8 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..numpy.threads import THREAD_VARIABLES
 from ..rundir import METRICS_FILE
-
-THREAD_VARIABLES = ("MINISPARSE_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def run_jobs(jobs: list, workers: int, desc: str, progress: bool = True, total: int | None = None, done=None) -> list:
