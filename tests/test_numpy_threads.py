@@ -1,6 +1,8 @@
 """The NumPy trainer's threads (minisparse/numpy/threads.py, trainer.py): how many, how they share a step, what they
 guarantee: the same bits on the same thread count, the same model to float rounding on any."""
 
+import multiprocessing
+import os
 import threading
 
 import numpy as np
@@ -132,3 +134,17 @@ def test_blas_runs_one_thread_while_the_pool_works_and_as_before_after():
         assert all(lib["num_threads"] == 2 for lib in blas.info())
         with threads.Threads(1).own_cores():          # one thread: BLAS as it is
             assert all(lib["num_threads"] == 2 for lib in blas.info())
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork exists only on POSIX systems")
+def test_a_forked_child_starts_threads_of_its_own():
+    # the child inherits the parent's pool without its threads: without the fork handler, its first call waits forever
+    pool = threads.Threads(2)
+    pool.each(lambda item: None, [0, 1])                # the parent's pool threads are running
+    child = multiprocessing.get_context("fork").Process(target=pool.each, args=(print, [0, 1]))
+    child.start()
+    child.join(timeout=20)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive and child.exitcode == 0
