@@ -23,6 +23,7 @@ from minisparse.checkpoint import load, read_configs
 from minisparse.circuits import TaskData, task_loss
 from minisparse.config import ModelConfig, TrainConfig
 from minisparse.data import Corpus, load_corpus
+from minisparse.reproduce.summary import smallest_circuit_task
 from minisparse.rundir import MODEL_FILE
 from minisparse.tasks import BUILTIN_TASKS, TASK_EXAMPLES_SEED, get_task, with_task_examples
 from minisparse.zoo import manifest, metrics, provenance, shipped, shipped_path, trained_run
@@ -112,9 +113,9 @@ def course_task(fast: bool = False):
     circuit the reproduce report reads. In fast mode (nothing pruned in advance), the task whose worse loss of the two
     tiny models is lowest."""
     if not fast:
-        counted = provenance(shipped_name("dense-matched"))["comparison"]["per_task"]
-        if counted:
-            return get_task(min(counted, key=lambda t: counted[t]["sparse_edges"]))
+        comparison = provenance(shipped_name("dense-matched"))["comparison"]
+        if comparison["per_task"]:
+            return get_task(smallest_circuit_task(comparison))
     sparse, dense = held_out_losses("sparse", fast), held_out_losses("dense-matched", fast)
     return get_task(min(sparse, key=lambda t: max(sparse[t], dense[t])))
 

@@ -11,8 +11,8 @@ from .jobs import evaluate_job, prune_job, redundancy_job, targets_job, train_jo
 from .layout import Layout
 from .plan import Experiment, Run
 from .pool import logged_steps, run_jobs
-from .report import best_sparse_circuit, write_report
-from .summary import closest_loss, summarise
+from .report import write_report
+from .summary import closest_loss, smallest_circuit_task, summarise
 
 
 class Reproduction:
@@ -126,14 +126,14 @@ class Reproduction:
         pair = next((c["matched"] for c in results["comparisons"] if c["run"] == first and "matched" in c), None)
         if pair is None or not pair["tasks"]:
             return {"targets": {}, "redundancy": {}}
-        best = best_sparse_circuit({**results, "comparisons": [c for c in results["comparisons"] if c["run"] == first]})
+        best = smallest_circuit_task(pair)
         jobs = {("targets", t, p): (targets_job, self.layout.targets_file(p, t))
                 for t in pair["tasks"] for p in (pair["sparse"], pair["dense"])}
-        jobs.update({("redundancy", best[1], p): (redundancy_job, self.layout.redundancy_file(p, best[1]))
+        jobs.update({("redundancy", best, p): (redundancy_job, self.layout.redundancy_file(p, best))
                      for p in (pair["sparse"], pair["dense"])})
         self._pool([(fn, (self.experiment, str(self.layout.checkpoint(p)), t, str(path)))
                     for (_, t, p), (fn, path) in jobs.items() if not path.exists()], "targets, redundancy")
-        out: dict = {"targets": {}, "redundancy": {"task": best[1], "circuits": {}}}
+        out: dict = {"targets": {}, "redundancy": {"task": best, "circuits": {}}}
         for (kind, t, p), (_, path) in jobs.items():      # every job wrote its file: read them all alike
             value = json.loads(path.read_text())
             (out["targets"].setdefault(t, {}) if kind == "targets" else out["redundancy"]["circuits"])[p] = value

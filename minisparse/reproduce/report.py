@@ -15,7 +15,7 @@ from ..params import site_sizes
 from ..rundir import write_text_atomic
 from ..tasks import get_task
 from .layout import Layout
-from .summary import geomean
+from .summary import geomean, smallest_circuit_task
 
 BITS = 1 / math.log(2)     # nats -> bits
 
@@ -150,13 +150,12 @@ def _targets_of(results: dict) -> list[float]:
 def best_sparse_circuit(results: dict) -> tuple[str, str] | None:
     """(point, task) of the smallest real circuit of a headline-density model, among the tasks its headline
     comparison counts; None if there is none."""
-    best = None
-    for c in results["comparisons"]:
-        if c["density"] == results["headline"]["density"] and "matched" in c:
-            for t, numbers in c["matched"]["per_task"].items():
-                if best is None or numbers["sparse_edges"] < best[0]:
-                    best = (numbers["sparse_edges"], c["matched"]["sparse"], t)
-    return None if best is None else best[1:]
+    pairs = [c["matched"] for c in results["comparisons"]
+             if c["density"] == results["headline"]["density"] and c.get("matched", {}).get("per_task")]
+    if not pairs:
+        return None
+    best = min(pairs, key=lambda m: m["per_task"][smallest_circuit_task(m)]["sparse_edges"])
+    return best["sparse"], smallest_circuit_task(best)
 
 
 def write_report(results: dict, layout: Layout, backend: str = "numpy") -> None:

@@ -58,6 +58,11 @@ def compare(evals: dict, cards: dict, dense_point: str, sparse_point: str, task_
             "excluded": excluded}
 
 
+def smallest_circuit_task(matched: dict) -> str:
+    """Of the tasks a comparison (`compare`) counts, the one with the smallest sparse circuit: the circuit to read."""
+    return min(matched["per_task"], key=lambda t: matched["per_task"][t]["sparse_edges"])
+
+
 def summarise(experiment: Experiment, evals: dict, matched: dict, cards: dict, finals: dict) -> dict:
     """results.json: every evaluation and scorecard; per sparse run its comparison with the matched dense checkpoint
     and with the final dense model; the headline (the headline density at matched loss, over seeds)."""
