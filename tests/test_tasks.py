@@ -249,13 +249,21 @@ def test_task_examples_never_hold_a_held_out_prompt():
 
 def test_task_text_is_cached_by_what_it_depends_on_and_a_damaged_cache_is_drawn_again(tmp_path, monkeypatch):
     from minisparse.data import load_corpus
+    from minisparse.tasks import task as task_module
     from minisparse.tasks import with_task_examples
 
     monkeypatch.setenv("MINISPARSE_CACHE", str(tmp_path))
     corpus = load_corpus()
     first = with_task_examples(corpus, ["while_return_true"], 30, seed=4)
     (cached,) = (tmp_path / "task_text").iterdir()
+    draw = task_module._task_text
+
+    def not_drawn(*args):
+        raise AssertionError("drawn again although cached")
+
+    monkeypatch.setattr(task_module, "_task_text", not_drawn)   # the same settings: read back, never drawn
     assert with_task_examples(corpus, ["while_return_true"], 30, seed=4).fingerprint == first.fingerprint
+    monkeypatch.setattr(task_module, "_task_text", draw)
     assert with_task_examples(corpus, ["while_return_true"], 31, seed=4).fingerprint != first.fingerprint
     assert with_task_examples(corpus, ["while_return_true"], 30, seed=5).fingerprint != first.fingerprint
     blob = bytearray(cached.read_bytes())
@@ -263,3 +271,4 @@ def test_task_text_is_cached_by_what_it_depends_on_and_a_damaged_cache_is_drawn_
     cached.write_bytes(bytes(blob))
     again = with_task_examples(corpus, ["while_return_true"], 30, seed=4)
     assert again.fingerprint == first.fingerprint and np.array_equal(again.train, first.train)
+    assert cached.read_bytes() != bytes(blob)                  # and the damaged file replaced

@@ -11,6 +11,7 @@ import re
 import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -286,13 +287,14 @@ def with_task_examples(corpus: data.Corpus, tasks, per_task: int, seed: int = 0,
     task loss still measures generalisation. The fingerprint covers the added bytes. `repeat` > 1 adds every example
     that many times (more task text for the cost of generating `per_task` examples).
 
-    Drawing the examples takes tens of seconds for the recipes' counts, so the added bytes are cached (in minisparse's
-    cache folder, `task_text/`), keyed by everything they depend on, the source of the task modules included, and
-    checked against their digest when read back."""
+    Drawing the examples takes ~5 s at the `reproduce` recipe's counts on a quiet 2-core machine (more under load), at
+    every training start, evaluation and prune of a recipe model, so the added bytes are cached (in minisparse's cache
+    folder, `task_text/`), keyed by everything they depend on, the task code included, and checked against their digest
+    when read back."""
     import dataclasses
     import hashlib
 
-    added = _cached_task_text(corpus, tuple(tasks), per_task, seed, repeat)
+    added = _cached_task_text(tuple(tasks), per_task, seed, repeat)
     train = np.frombuffer(corpus.train.tobytes() + bytes([data.SEP]) + added, dtype=np.uint8)
     fingerprint = hashlib.sha256(corpus.fingerprint.encode() + added).hexdigest()
     return dataclasses.replace(corpus, train=train, fingerprint=fingerprint)
@@ -309,20 +311,28 @@ def _task_text(tasks: tuple[str, ...], per_task: int, seed: int, repeat: int) ->
     return bytes([data.SEP]).join(examples)
 
 
-def _cached_task_text(corpus: data.Corpus, tasks: tuple[str, ...], per_task: int, seed: int, repeat: int) -> bytes:
-    import hashlib
+def _source_file(fn) -> str:
+    # the text of the file that defines `fn`, or "" for a callable without one (a partial, a builtin)
     import inspect
+
+    try:
+        return Path(inspect.getsourcefile(fn)).read_text()
+    except (TypeError, OSError):
+        return ""
+
+
+def _cached_task_text(tasks: tuple[str, ...], per_task: int, seed: int, repeat: int) -> bytes:
+    import hashlib
     import json
 
     from minisparse.rundir import cache_dir, replace_atomically
 
-    # the examples depend on the vocabulary (the corpus) and on the code that draws them: this module and the modules
-    # that define each task's `make`, built-in and registered alike
-    modules = {inspect.getmodule(fill)} | {inspect.getmodule(get_task(t).make) for t in tasks}
-    code = "".join(sorted(inspect.getsource(m) for m in modules if m is not None))
-    tasks_repr = [repr(get_task(t)) for t in tasks]
-    key = hashlib.sha256(json.dumps([corpus.fingerprint, tasks, tasks_repr, per_task, seed, repeat, code]).encode())
-    key = key.hexdigest()
+    # the examples depend on the vocabulary (harvested from the stdlib corpus, whatever `corpus` is), on each task's
+    # answers, templates and length, and on the code that draws them: this file and the file defining each task's
+    # `make` (built-in, registered or loaded from a task file alike)
+    described = [[t.name, t.answers, repr(t.templates), t.max_len, _source_file(t.make)] for t in map(get_task, tasks)]
+    key = hashlib.sha256(json.dumps([data.load_corpus().fingerprint, described, per_task, seed, repeat,
+                                     _source_file(fill)]).encode()).hexdigest()
     path = cache_dir() / "task_text" / f"{key[:32]}.bin"
     if path.is_file():
         blob = path.read_bytes()
