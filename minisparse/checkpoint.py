@@ -37,8 +37,6 @@ READABLE_VERSIONS = ("1", "2", "3")
 DIGEST = "sha256"                # the metadata key of the digests
 COMPACT = "compact"              # the metadata key listing the compact tensors
 NONZEROS, WHERE = ".nonzeros", ".where"
-# The metadata keys a checkpoint writes for itself: a copy of one file's metadata into another leaves these out.
-RESERVED_METADATA = ("format", "format_version", "config", "step", "train_config", DIGEST, COMPACT)
 
 
 class CheckpointError(ValueError):
@@ -85,7 +83,9 @@ def _compacted(tensors: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], d
 def _write_atomic(tensors: dict[str, np.ndarray], path: Path, metadata: dict[str, str], compact: bool = False) -> None:
     tensors = {n: np.ascontiguousarray(t, dtype=np.float32) for n, t in tensors.items()}
     tensors, stored, names = _compacted(tensors) if compact else (tensors, tensors, [])
-    metadata = {**metadata, "format_version": COMPACT_VERSION if compact else FORMAT_VERSION}
+    # the keys a checkpoint writes for itself replace any of the caller's (a copy of another file's metadata)
+    metadata = {**{k: v for k, v in metadata.items() if k != COMPACT},
+                "format_version": COMPACT_VERSION if compact else FORMAT_VERSION}
     if compact:
         metadata[COMPACT] = json.dumps(names)
     metadata[DIGEST] = _digests(tensors, metadata)
@@ -100,11 +100,10 @@ def _write_atomic(tensors: dict[str, np.ndarray], path: Path, metadata: dict[str
         raise CheckpointError(f"could not write {path}: {e}; the previous file there, if any, is intact") from None
 
 
-def save(model, path, *, step: int = 0, train_config=None, metadata: dict[str, str] | None = None,
-         compact: bool = False) -> Path:
+def save(model, path, *, step: int = 0, train_config=None, metadata: dict[str, str] | None = None) -> Path:
     """Write `model` (NumPy or MLX) to a safetensors checkpoint at `path`, atomically."""
     return write_checkpoint(model.config, model.numpy_params(), path, step=step, train_config=train_config,
-                            metadata=metadata, compact=compact)
+                            metadata=metadata)
 
 
 def write_checkpoint(config: ModelConfig, params: dict[str, np.ndarray], path, *, step: int = 0, train_config=None,
@@ -112,9 +111,8 @@ def write_checkpoint(config: ModelConfig, params: dict[str, np.ndarray], path, *
     """Write a config and its flat parameter dict as a checkpoint, atomically; `compact` stores each mostly-zero matrix
     as its nonzeros and a bit per entry."""
     path = Path(path)
-    meta = {"format": FORMAT, "config": config.to_json(), "step": str(int(step)),
+    meta = {**(metadata or {}), "format": FORMAT, "config": config.to_json(), "step": str(int(step)),
             "train_config": train_config.to_json() if train_config is not None else ""}
-    meta.update(metadata or {})
     _write_atomic(params, path, meta, compact)
     return path
 
@@ -171,9 +169,11 @@ def _expand(f, path: Path, name: str, shape: tuple[int, ...]) -> np.ndarray:
     bits = np.unpackbits(f.get_tensor(name + WHERE))
     where = bits[:size].astype(bool)
     nonzeros = f.get_tensor(name + NONZEROS)
-    if bits[size:].any() or len(nonzeros) != where.sum():
-        raise CheckpointError(f"{path}: tensor {name!r} marks {where.sum()} nonzeros but holds {len(nonzeros)}; the "
-                              "file is corrupt")
+    if bits[size:].any():
+        raise CheckpointError(f"{path}: tensor {name!r} marks entries beyond its {size}; the file is corrupt")
+    if nonzeros.shape != (where.sum(),):
+        raise CheckpointError(f"{path}: tensor {name!r} marks {where.sum()} nonzeros but holds shape "
+                              f"{nonzeros.shape}; the file is corrupt")
     t = np.zeros(size, np.float32)
     t[where] = nonzeros
     return t.reshape(shape)

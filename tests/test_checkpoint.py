@@ -251,6 +251,7 @@ def _rewrite(path, change):
     (lambda t, m: t.update({"lm_head.weight.where": t["lm_head.weight.where"].astype(np.float32)}), "expected U8"),
     (lambda t, m: t.update({"lm_head.weight.nonzeros": -t["lm_head.weight.nonzeros"]}), "does not match the digest"),
     (lambda t, m: t.pop("lm_head.weight.where"), r"missing \['lm_head.weight.where'\]"),
+    (lambda t, m: t.update({"lm_head.weight.nonzeros": t["lm_head.weight.nonzeros"][None]}), r"holds shape \(1, "),
 ])
 def test_a_damaged_compact_tensor_is_refused_by_name(tmp_path, damage, message):
     path, _ = _compact(tmp_path)

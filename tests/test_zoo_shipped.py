@@ -2,6 +2,7 @@
 it was shipped, fits the size budget, and lays out for `minisparse reproduce --reuse`; `build` ships a reproduce
 folder's models compactly and exactly."""
 
+import json
 import shutil
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 
 from minisparse import zoo
 from minisparse.checkpoint import CheckpointError, read_checkpoint
+from minisparse.circuits.scorecard import SOLVED
 from minisparse.config import preset
 from minisparse.reproduce.experiment import Reproduction
 from minisparse.reproduce.jobs import evaluate_job
@@ -26,9 +28,9 @@ def test_the_course_task_is_the_smallest_real_sparse_circuit_the_shipped_compari
     counted = matched["comparison"]["per_task"]
     assert counted, "the shipped pair counts no task: the course has no task to read"
     smallest = min(counted, key=lambda t: counted[t]["sparse_edges"])
-    assert course_task().name == smallest
+    assert course_task().name == smallest == "paren_or_bracket"      # the task the docs and lessons name
     for t in counted:                        # counted means solved by both, as recorded
-        assert max(matched["task_loss"][t], zoo.provenance("1in16-s0@3000")["task_loss"][t]) <= 0.3
+        assert max(matched["task_loss"][t], zoo.provenance("1in16-s0@3000")["task_loss"][t]) <= SOLVED
 
 
 def test_the_zoo_ships_the_headline_models_within_its_budget():
@@ -90,6 +92,8 @@ def test_build_ships_a_finished_reproduce_exactly_and_compactly(tmp_path):
     entries = zoo.build(out, finals, "1in4-s0", command="minisparse reproduce --test", commit="0" * 40, files=files)
     matched = results["matched"]["1in4-s0"]
     assert list(entries) == finals + ([] if matched in finals else [matched])
+    shipped_names = [e["name"] for e in json.loads((files / "manifest.json").read_text())["models"]]
+    assert shipped_names == list(entries)                 # each checkpoint shipped once
     assert entries[matched]["matched_to"] == "1in4-s0@60"
     assert entries[matched]["comparison"] == next(c["matched"] for c in results["comparisons"])
     for name, entry in entries.items():

@@ -20,7 +20,7 @@ import json
 import shutil
 from pathlib import Path
 
-from ..checkpoint import RESERVED_METADATA, CheckpointError, load, read_checkpoint, read_configs, write_checkpoint
+from ..checkpoint import CheckpointError, load, read_checkpoint, read_configs, write_checkpoint
 from ..reproduce.layout import Layout
 from ..rundir import MODEL_FILE, write_json_atomic
 from .cache import metrics
@@ -70,7 +70,8 @@ def shipped(name: str, backend: str = "numpy"):
 
 def unpack(out) -> list[Path]:
     """Lay the shipped models out as `minisparse reproduce` keeps its models (`out/models/<run>/`), so that
-    `minisparse reproduce --reuse --seeds 0 --out out` rebuilds the table they were shipped with, pruning only."""
+    `minisparse reproduce --reuse --seeds 0 --out out` rebuilds, pruning only, the 1/16 model's comparison with its
+    matched checkpoint (the headline pair); the other densities are matched among the two shipped dense checkpoints."""
     written = []
     for name, entry in manifest().items():
         layout = Layout(out, entry["step"])            # a final model is also the run's model file
@@ -94,13 +95,13 @@ def build(reproduce_out, finals: list[str], sparse_run: str, *, command: str, co
     comparison = next(c["matched"] for c in results["comparisons"] if c["run"] == sparse_run)
     files.mkdir(parents=True, exist_ok=True)
     entries = []
-    for point in [*finals, *matched]:
+    for point in dict.fromkeys([*finals, *matched]):    # a matched checkpoint may also be a final one: shipped once
         run, step = point.split("@")
         config, params, meta = read_checkpoint(layout.checkpoint(point))
         train_config = read_configs(layout.checkpoint(point))[1]
         target = files / f"{point.replace('@', '-')}.safetensors"
         write_checkpoint(config, params, target, step=int(step), train_config=train_config, compact=True,
-                         metadata={k: v for k, v in meta.items() if k not in RESERVED_METADATA})
+                         metadata=meta)
         evals = results["evaluations"][point]
         entries.append({
             "name": point, "file": target.name, "sha256": _sha256(target), "bytes": target.stat().st_size,
