@@ -1,5 +1,7 @@
 """The frontier over pruning targets and the redundancy loop (`minisparse.circuits.redundancy`)."""
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -56,12 +58,19 @@ def test_the_redundancy_loop_forbids_each_circuit_and_stops(monkeypatch):
     assert disjoint_circuits(model, TASK) == []
 
 
-def test_the_frontier_prunes_once_at_each_target_in_turn(monkeypatch):
-    asked = []
-    real = redundancy.prune
-    monkeypatch.setattr(redundancy, "prune", lambda m, t, **kw: asked.append(kw["target_loss"]) or real(m, t, **kw))
-    points = frontier_over_targets(GPT(CFG, seed=2), TASK, targets=(0.75, 0.6), steps=2, n_examples=8, n_eval=8)
-    assert asked == [0.75, 0.6] == [p["target"] for p in points]
+def test_the_frontier_fits_once_and_cuts_at_each_target_what_prune_would(monkeypatch):
+    prune_module = sys.modules["minisparse.circuits.prune"]     # the package exports the function `prune` by that name
+    model, settings = GPT(CFG, seed=2), {"steps": 2, "n_examples": 8, "n_eval": 8}
+    fits = []
+    real_fit = prune_module.optimise_tau
+    monkeypatch.setattr(prune_module, "optimise_tau", lambda *a, **kw: fits.append(1) or real_fit(*a, **kw))
+    points = frontier_over_targets(model, TASK, targets=(0.75, 0.6), **settings)
+    assert len(fits) == 1 and [p["target"] for p in points] == [0.75, 0.6]
+    for point in points:                     # each point is the circuit pruning at that target alone finds
+        alone = redundancy.prune(model, TASK, target_loss=point["target"], **settings)
+        assert (point["n_nodes"], point["n_edges"], point["reached"]) == (alone.n_nodes, alone.n_edges,
+                                                                          alone.reached_target)
+        assert point["sufficiency"] == alone.sufficiency
 
 
 @pytest.mark.parametrize("seed", [2])

@@ -163,10 +163,7 @@ def optimise_tau(model, data: TaskData, means: dict[str, np.ndarray], *, k_coef:
     return tau, m, history
 
 
-def prune(model, task, *, k_coef: float = 1e-3, steps: int = 100, lr: float = 0.01, target_loss: float = 0.15,
-          ablation: str = "mean", seed: int = 0, n_examples: int = N_EXAMPLES, n_eval: int = N_EVAL,
-          means: dict[str, np.ndarray] | None = None, data: TaskData | None = None, eval_data: TaskData | None = None,
-          nonzero_only: bool = True, log: Callable[[str], None] | None = None) -> Circuit:
+def prune(model, task, *, target_loss: float = 0.15, **kwargs) -> Circuit:
     """Prune `model` (a NumPy or MLX GPT, the backend follows the model's type) to a circuit for `task`.
 
     k_coef: weight of the node-count penalty; steps, lr: Adam on τ; target_loss: the task loss the circuit must reach;
@@ -175,6 +172,16 @@ def prune(model, task, *, k_coef: float = 1e-3, steps: int = 100, lr: float = 0.
     n_eval: prompts from its test templates that sufficiency and necessity are measured on.
     `means`, `data`, `eval_data` override the computed ones (the controls use this).
     """
+    return prune_to_targets(model, task, (target_loss,), **kwargs)[0]
+
+
+def prune_to_targets(model, task, targets, *, k_coef: float = 1e-3, steps: int = 100, lr: float = 0.01,
+                     ablation: str = "mean", seed: int = 0, n_examples: int = N_EXAMPLES, n_eval: int = N_EVAL,
+                     means: dict[str, np.ndarray] | None = None, data: TaskData | None = None,
+                     eval_data: TaskData | None = None, nonzero_only: bool = True,
+                     log: Callable[[str], None] | None = None) -> list[Circuit]:
+    """`prune` at each of the task losses `targets`: one circuit each. τ does not depend on the target, so it is
+    fitted once, and the bisections share their evaluations."""
     t0 = time.perf_counter()
     n_ctx = model.config.n_ctx
     data = data if data is not None else TaskData.from_task(task, n_examples, n_ctx, "train", seed)
@@ -192,38 +199,43 @@ def prune(model, task, *, k_coef: float = 1e-3, steps: int = 100, lr: float = 0.
 
     n_total = sum(t.size for t in tau.values())
     n_chosen = int(sum(heaviside(t).sum() for t in tau.values()))      # the optimiser's own circuit: τ ≥ 0
-    # Bisect below the optimiser's circuit first: it was fitted to the task and may beat the whole model (whose loss
-    # need not be ≤ target); only if it misses the target, widen to every node.
-    k = bisect_min_k(loss_of_k, 0, n_chosen, target_loss)
-    if k is None and n_chosen < n_total:
-        k = bisect_min_k(loss_of_k, n_chosen, n_total, target_loss)
-    reached = k is not None
-    if not reached:     # no prefix of the ranking reaches the target: report the optimiser's own choice, flagged
-        k = n_chosen
-    mask = keep_top(tau, k, momentum)
-    inverse = {key: 1.0 - m for key, m in mask.items()}
-    edges = circuit_edges(model.numpy_params(), model.config, mask, data.tokens, data.answer_ids,
-                          nonzero_only=nonzero_only)
-    if log:
-        log(f"bisection ({len(losses)} evaluations): {k} nodes give task loss {loss_of_k(k):.4f}; target {target_loss} "
-            + ("reached" if reached else "NOT reached by any prefix of the ranking: keeping the nodes with τ ≥ 0"))
-    return Circuit(
-        task=getattr(task, "name", str(task)),
-        nodes=node_names(mask),
-        edges=edges,
-        task_loss=loss_of_k(k),
-        sufficiency=task_loss(model, eval_data, gates_from_mask(mask, means)),
-        necessity=task_loss(model, eval_data, gates_from_mask(inverse, means)),
-        full_loss=task_loss(model, eval_data),
-        target_loss=target_loss,
-        reached_target=reached,
-        n_total_nodes=n_total,
-        answers=tuple(getattr(task, "answers", ("", ""))),
-        settings={"k_coef": k_coef, "steps": steps, "lr": lr, "ablation": ablation, "seed": seed,
-                  "n_examples": len(data.labels), "n_eval": len(eval_data.labels), "nonzero_only": nonzero_only,
-                  "surrogate_temperature": SURROGATE_TEMPERATURE, "backend": model.backend,
-                  "model_digest": weights_digest(model.numpy_params()),
-                  "final_opt_loss": history[-1]["task_loss"] if history else math.nan,
-                  "final_opt_nodes": history[-1]["n_kept"] if history else n_total,
-                  "seconds": round(time.perf_counter() - t0, 2)},
-    )
+    full_loss = task_loss(model, eval_data)
+    circuits = []
+    for target_loss in targets:
+        # Bisect below the optimiser's circuit first: it was fitted to the task and may beat the whole model (whose
+        # loss need not be ≤ target); only if it misses the target, widen to every node.
+        k = bisect_min_k(loss_of_k, 0, n_chosen, target_loss)
+        if k is None and n_chosen < n_total:
+            k = bisect_min_k(loss_of_k, n_chosen, n_total, target_loss)
+        reached = k is not None
+        if not reached:     # no prefix of the ranking reaches the target: report the optimiser's own choice, flagged
+            k = n_chosen
+        mask = keep_top(tau, k, momentum)
+        inverse = {key: 1.0 - m for key, m in mask.items()}
+        edges = circuit_edges(model.numpy_params(), model.config, mask, data.tokens, data.answer_ids,
+                              nonzero_only=nonzero_only)
+        if log:
+            log(f"bisection ({len(losses)} evaluations): {k} nodes give task loss {loss_of_k(k):.4f}; target "
+                f"{target_loss} " + ("reached" if reached
+                                     else "NOT reached by any prefix of the ranking: keeping the nodes with τ ≥ 0"))
+        circuits.append(Circuit(
+            task=getattr(task, "name", str(task)),
+            nodes=node_names(mask),
+            edges=edges,
+            task_loss=loss_of_k(k),
+            sufficiency=task_loss(model, eval_data, gates_from_mask(mask, means)),
+            necessity=task_loss(model, eval_data, gates_from_mask(inverse, means)),
+            full_loss=full_loss,
+            target_loss=target_loss,
+            reached_target=reached,
+            n_total_nodes=n_total,
+            answers=tuple(getattr(task, "answers", ("", ""))),
+            settings={"k_coef": k_coef, "steps": steps, "lr": lr, "ablation": ablation, "seed": seed,
+                      "n_examples": len(data.labels), "n_eval": len(eval_data.labels), "nonzero_only": nonzero_only,
+                      "surrogate_temperature": SURROGATE_TEMPERATURE, "backend": model.backend,
+                      "model_digest": weights_digest(model.numpy_params()),
+                      "final_opt_loss": history[-1]["task_loss"] if history else math.nan,
+                      "final_opt_nodes": history[-1]["n_kept"] if history else n_total,
+                      "seconds": round(time.perf_counter() - t0, 2)},
+        ))
+    return circuits

@@ -17,20 +17,16 @@ from minisparse.params import site_sizes
 from .circuit import Circuit
 from .edges import circuit_edges
 from .masks import ablation_means, mask_from_nodes, node_names
-from .prune import N_EVAL, N_EXAMPLES, TaskData, prune, task_loss
+from .prune import N_EVAL, N_EXAMPLES, TaskData, prune, prune_to_targets, task_loss
 from .scorecard import SOLVED
 
-TARGETS = (0.3, 0.2, 0.15, 0.1, 0.05)    # the task losses the frontier prunes to, SOLVED down (the paper's Figure 2)
+TARGETS = (SOLVED, 0.2, 0.15, 0.1, 0.05)   # the task losses the frontier prunes to, SOLVED down (the paper's Figure 2)
 
 
 def frontier_over_targets(model, task, targets=TARGETS, **prune_kwargs) -> list[dict]:
     """[{target, n_nodes, n_edges, reached, sufficiency}] of the circuit pruned at each target task loss."""
-    out = []
-    for target in targets:
-        c = prune(model, task, target_loss=target, **prune_kwargs)
-        out.append({"target": target, "n_nodes": c.n_nodes, "n_edges": c.n_edges, "reached": c.reached_target,
-                    "sufficiency": c.sufficiency})
-    return out
+    return [{"target": c.target_loss, "n_nodes": c.n_nodes, "n_edges": c.n_edges, "reached": c.reached_target,
+             "sufficiency": c.sufficiency} for c in prune_to_targets(model, task, targets, **prune_kwargs)]
 
 
 class WithoutNodes:
