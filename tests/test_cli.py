@@ -180,10 +180,9 @@ def test_tour_tells_the_three_sparsities_compares_a_dense_circuit_and_tells_the_
 
 
 def test_the_tour_uses_the_shipped_models_unless_given_others(tmp_path):
-    from minisparse import tour, zoo
+    from minisparse import tour
     from minisparse.zoo import shipped_path
 
     sparse, dense, source = tour.tour_checkpoints()
-    matched = next(n for n, e in zoo.manifest().items() if e["matched_to"] == "1in16-s0@3000")
-    assert (sparse, dense) == (shipped_path("1in16-s0@3000"), shipped_path(matched)) and "matched" in source
+    assert (sparse, dense) == (shipped_path("1in16-s0@3000"), shipped_path("dense-s0@1500")) and "matched" in source
     assert tour.tour_checkpoints(tmp_path / "a.safetensors")[:2] == (tmp_path / "a.safetensors", None)
