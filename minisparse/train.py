@@ -121,11 +121,18 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir, *, backend: s
                              group, shard, main)
 
 
-def _train_locked(model_cfg, train_cfg, out, backend, resume, until, corpus, progress, keep_checkpoints, group, shard,
-                  main):
+def training_text(train_cfg: TrainConfig, corpus=None):
+    """The text a run of `train_cfg` trains on: `corpus` (default: the standard library) with its `task_examples`
+    examples of every built-in task mixed in (`minisparse.tasks.with_task_examples`)."""
     corpus = corpus if corpus is not None else load_corpus()
     if train_cfg.task_examples:
         corpus = with_task_examples(corpus, BUILTIN_TASKS, train_cfg.task_examples, TASK_EXAMPLES_SEED)
+    return corpus
+
+
+def _train_locked(model_cfg, train_cfg, out, backend, resume, until, corpus, progress, keep_checkpoints, group, shard,
+                  main):
+    corpus = training_text(train_cfg, corpus)
     until = train_cfg.steps if until is None else min(until, train_cfg.steps)
     start, params, opt_state, lr_changes = 0, None, None, []
     if resume and (out / MODEL_FILE).exists():

@@ -84,12 +84,11 @@ def _scheduled(shapes: dict, train_cfg: TrainConfig, step: int) -> int:
                if is_sparsified(n) else s[0] * s[1] for n, s in shapes.items())
 
 
-def cumulative_training_flops(model_cfg: ModelConfig, train_cfg: TrainConfig,
-                              steps: int | None = None) -> TrainingFlops:
-    """Training FLOPs after 0, 1, ..., `steps` (default: the run's) steps of `train_cfg.batch_size` windows of
-    `model_cfg.n_ctx` tokens, each step counted at the density the schedule had then (`scheduled_nonzeros`): two
-    arrays of `steps` + 1 entries, starting at 0. A fractional step count reads off them with `np.interp`."""
-    steps = train_cfg.steps if steps is None else steps
+def cumulative_training_flops(model_cfg: ModelConfig, train_cfg: TrainConfig) -> TrainingFlops:
+    """Training FLOPs after 0, 1, ..., S (the run's steps) steps of `train_cfg.batch_size` windows of `model_cfg.n_ctx`
+    tokens, each step counted at the density the schedule had then (`scheduled_nonzeros`): two arrays of S + 1
+    entries, starting at 0. A fractional step count reads off them with `np.interp`."""
+    steps = train_cfg.steps
     tokens = train_cfg.batch_size * model_cfg.n_ctx
     shapes = product_shapes(model_cfg)
     nnz = np.array([_scheduled(shapes, train_cfg, s) for s in range(steps)], dtype=np.float64)

@@ -22,10 +22,11 @@ import functools
 from minisparse.checkpoint import load, read_configs
 from minisparse.circuits import TaskData, task_loss
 from minisparse.config import ModelConfig, TrainConfig
-from minisparse.data import Corpus, load_corpus
+from minisparse.data import Corpus
 from minisparse.reproduce.summary import smallest_circuit_task
 from minisparse.rundir import MODEL_FILE
-from minisparse.tasks import BUILTIN_TASKS, TASK_EXAMPLES_SEED, get_task, with_task_examples
+from minisparse.tasks import BUILTIN_TASKS, get_task
+from minisparse.train import training_text
 from minisparse.zoo import manifest, metrics, provenance, shipped, shipped_path, trained_run
 
 SHIPPED = {"dense": "dense-s0@3000", "dense-matched": None, "sparse-4": "1in4-s0@3000", "sparse": "1in16-s0@3000",
@@ -102,8 +103,7 @@ def held_out_losses(name: str, fast: bool = False) -> dict[str, float]:
 def lesson_corpus(fast: bool = False) -> Corpus:
     """The text the lesson models were trained on: the standard library with examples of every built-in task mixed
     in (train templates only, so held-out prompts stay unseen), as `minisparse.train` mixes them."""
-    _, train_cfg = lesson_configs("dense", fast)
-    return with_task_examples(load_corpus(), BUILTIN_TASKS, train_cfg.task_examples, TASK_EXAMPLES_SEED)
+    return training_text(lesson_configs("dense", fast)[1])
 
 
 def course_task(fast: bool = False):
