@@ -109,3 +109,29 @@ def test_pairs_are_only_drawn_where_the_two_prompts_align():
     assert np.array_equal(aligned.clean == pad, aligned.corrupt == pad)        # same length, row by row
     with pytest.raises(ValueError, match="'while_return_true'.*equal length"):
         Pairs.from_task(get_task("while_return_true"), 8, CFG.n_ctx)       # `while True` / `return True`
+
+
+def test_single_node_ablations_are_the_loss_with_that_node_removed_minus_without():
+    from minisparse.circuits.explain import node_ablations
+    from minisparse.circuits.masks import ablation_means, gates_from_mask, mask_from_nodes
+    from minisparse.circuits.prune import TaskData, task_loss
+
+    model = GPT(CFG, seed=3)
+    task = get_task("single_double_quote")
+    data = TaskData.from_task(task, 16, CFG.n_ctx, "test", 0)
+    means = ablation_means(model, "mean", 0)
+    sizes = site_sizes(CFG)
+    circuit = ["L0.q[1]", "L0.mlp_neuron[3]", "L1.attn_out[2]", "L1.mlp_in[0]"]
+
+    def loss_of(nodes):                      # the task loss with exactly `nodes` kept, every other node at its mean
+        return task_loss(model, data, gates_from_mask(mask_from_nodes(nodes, sizes), means))
+
+    everything = [f"{key}[{i}]" for key, n in sizes.items() for i in range(n)]
+    in_model = node_ablations(model, circuit, data, means)
+    in_circuit = node_ablations(model, circuit, data, means, within=circuit)
+    for node in circuit:
+        assert in_model[node] == pytest.approx(loss_of([n for n in everything if n != node]) - loss_of(everything),
+                                               abs=1e-6)
+        assert in_circuit[node] == pytest.approx(loss_of([n for n in circuit if n != node]) - loss_of(circuit),
+                                                 abs=1e-6)
+    assert any(abs(d) > 1e-4 for d in [*in_model.values(), *in_circuit.values()])     # not all trivially 0

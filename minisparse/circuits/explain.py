@@ -117,14 +117,13 @@ def node_ablations(model, nodes, data: TaskData, means: dict, within=None) -> di
     from minisparse.params import site_sizes
 
     sizes = site_sizes(model.config)
-    kept = (mask_from_nodes(within, sizes) if within is not None
-            else {key: np.ones(n) for key, n in sizes.items()})
-    base = task_loss(model, data, gates_from_mask(kept, means) if within is not None else None)
+    kept = mask_from_nodes(within, sizes) if within is not None else {}       # {}: the full model, no gate at all
+    base = task_loss(model, data, gates_from_mask(kept, means) if kept else None)
     out = {}
     for name in nodes:
         key, i = parse_node(name)
-        without = {key: kept[key].copy()} if within is None else {k: m.copy() for k, m in kept.items()}
-        without[key][i] = 0.0
+        without = {k: m.copy() for k, m in kept.items()}
+        without.setdefault(key, np.ones(sizes[key]))[i] = 0.0
         out[name] = task_loss(model, data, gates_from_mask(without, means)) - base
     return out
 
