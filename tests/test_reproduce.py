@@ -345,6 +345,11 @@ def test_the_report_writes_a_viewer_page_for_every_real_circuit_and_the_best_one
     report.write_report(results, layout)
     page = layout.viewer_file(point, task).read_text()
     assert page.startswith("<!DOCTYPE html>") and f'"title": "{task}: 6 nodes' in page
+    from minisparse.checkpoint import load
+    from minisparse.circuits.viewer import viewer_data, viewer_html
+    from minisparse.tasks import get_task
+    model = load(layout.checkpoint(point))                       # the reading the report shares: the page, as alone
+    assert page == viewer_html(viewer_data(model, Circuit.load(layout.circuit_file(point, task)), get_task(task)))
     assert [p.name for p in (tmp_path / "circuits").rglob("*.html")] == [f"{task}.html"]   # none for the others
     explained = (tmp_path / "explain.md").read_text()
     assert explained.startswith(f"# {task} on {point}: 6 nodes")

@@ -22,9 +22,13 @@ from .heads import head_attention
 from .masks import parse_node
 
 
-def viewer_data(model, circuit: Circuit, task, n_contexts: int = 3) -> dict:
-    """What the page draws: columns of nodes in forward order, block edges, each node's reading, each head's look."""
-    explanations = {e.node: e for e in explain(model, circuit, task, n_contexts=n_contexts)}
+def viewer_data(model, circuit: Circuit, task, n_contexts: int = 3, explanations=None, heads=None) -> dict:
+    """What the page draws: columns of nodes in forward order, block edges, each node's reading, each head's look.
+    `explanations` (from `explain`, with at least `n_contexts` contexts each) and `heads` (from `head_attention`) are
+    computed here unless given."""
+    if explanations is None:
+        explanations = explain(model, circuit, task, n_contexts=n_contexts)
+    explanations = {e.node: e for e in explanations}
     columns: dict[str, list[tuple[int, str]]] = {}
     for name in circuit.nodes:
         key, i = parse_node(name)
@@ -33,14 +37,15 @@ def viewer_data(model, circuit: Circuit, task, n_contexts: int = 3) -> dict:
     edges = [{"s": s, "t": t, "w": float(w)} for s, t, w in circuit.edges if s.startswith("L") and t.startswith("L")]
     heads = [{"layer": h.layer, "head": h.head, "summary": h.summary().split(": ", 1)[1],
               "bytes": list(h.example[0]), "weights": [round(float(w), 4) for w in h.example[1]]}
-             for h in head_attention(model, circuit, task)]
+             for h in (head_attention(model, circuit, task) if heads is None else heads)]
     return {
         "title": f"{circuit.task}: {circuit.n_nodes} nodes, {len(edges)} block edges (of {circuit.n_edges} edges); "
                  f"held-out sufficiency {circuit.sufficiency:.3f}, necessity {circuit.necessity:.3f}",
         "columns": [{"name": k, "layer": int(k.split(".")[0][1:]), "nodes": [n for _, n in sorted(columns[k])]}
                     for k in order],
         "nodes": {n: {"firing": e.firing_rate, "ablation": e.delta_in_model, "in_circuit": e.delta_in_circuit,
-                      "contexts": [[text, float(a)] for text, a in e.contexts]} for n, e in explanations.items()},
+                      "contexts": [[text, float(a)] for text, a in e.contexts[:n_contexts]]}
+                  for n, e in explanations.items()},
         "edges": edges, "wmax": max((abs(e["w"]) for e in edges), default=1.0), "heads": heads,
     }
 
@@ -52,8 +57,9 @@ def viewer_html(data: dict) -> str:
     return page.replace("/*DATA*/null", payload).replace("TITLE", data["title"].replace("<", "&lt;"), 1)
 
 
-def write_viewer(model, circuit: Circuit, task, path) -> Path:
-    return write_text_atomic(Path(path), viewer_html(viewer_data(model, circuit, task)))
+def write_viewer(model, circuit: Circuit, task, path, **computed) -> Path:
+    """The page of `circuit` at `path`; `computed`: `viewer_data`'s explanations and heads, if already at hand."""
+    return write_text_atomic(Path(path), viewer_html(viewer_data(model, circuit, task, **computed)))
 
 
 def chromium_command(*args: str) -> list[str]:

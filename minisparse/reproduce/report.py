@@ -178,20 +178,24 @@ def write_report(results: dict, layout: Layout, backend: str = "numpy") -> None:
         plot_edges_per_task(pairs, out / "per_task.png")
     if results.get("targets"):
         plot_targets(results["targets"], out / "targets.png")
+    best = best_sparse_circuit(results)
     for point, by_task in results["circuits"].items():
         for task_name, card in by_task.items():
             page = layout.viewer_file(point, task_name)     # cached like every scorecard: a resumed run keeps it
-            if not page.exists() and verdict(card["full_loss"], card["circuit"], results["experiment"]["solved"])[0]:
+            if ((point, task_name) != best and not page.exists()     # the best circuit's page: below, with its reading
+                    and verdict(card["full_loss"], card["circuit"], results["experiment"]["solved"])[0]):
                 write_viewer(load(layout.checkpoint(point), backend=backend),
                              Circuit.load(layout.circuit_file(point, task_name)), get_task(task_name), page)
-    best = best_sparse_circuit(results)
     if best is not None:
         point, task_name = best
         circuit, model, task = (Circuit.load(layout.circuit_file(point, task_name)),
                                 load(layout.checkpoint(point), backend=backend), get_task(task_name))
         draw_circuit(circuit, out / "circuit.png", embeddings=False, max_edges=150)
-        explanations = explain(model, circuit, task)
-        heads = "\n".join(f"- {h.summary()}" for h in head_attention(model, circuit, task))
+        explanations, head_looks = explain(model, circuit, task), head_attention(model, circuit, task)
+        if not layout.viewer_file(point, task_name).exists():  # a counted circuit is real: it has a page
+            write_viewer(model, circuit, task, layout.viewer_file(point, task_name), explanations=explanations,
+                         heads=head_looks)
+        heads = "\n".join(f"- {h.summary()}" for h in head_looks)
         causal = patch_report_text(patch_report(model, circuit, task))
         write_text_atomic(out / "explain.md", f"# {task_name} on {point}: {circuit.n_nodes} nodes, {circuit.n_edges} "
                           f"edges\n\n{explanations_markdown(explanations)}\n\n## Where its heads look, from the "
