@@ -113,13 +113,13 @@ def test_a_perfect_pair_spliced_in_leaves_the_loss_unchanged_and_a_trained_one_c
     clean = next_byte_loss(model, batches)
     assert clean == pytest.approx(np.mean([model.loss(x, y) for x, y in batches]), rel=1e-5)
     # inputs with a zero entry (AbsTopK's dropped channels) are reconstructed exactly too: ±e_i both give 0 there
-    spliced = next_byte_loss(model, batches, splice_hooks(model, exact_pair(CFG.d_model), data, 0, CFG.d_model))
+    spliced = next_byte_loss(model, batches, splice_hooks(model, exact_pair(CFG.d_model), data, CFG.d_model))
     assert spliced == pytest.approx(clean, abs=1e-4)
-    ablated = next_byte_loss(model, batches, mean_ablation_hooks(model, data, 0))
+    ablated = next_byte_loss(model, batches, mean_ablation_hooks(model, data))
     assert abs(ablated - clean) > 1e-3
     pair, _ = train_pair(data.x, data.y, data.mlp, n_latents=48, k=4, lam=0.0, steps=150, batch_size=128,
                          progress=False)
-    rough = next_byte_loss(model, batches, splice_hooks(model, pair, data, 0, 4))
+    rough = next_byte_loss(model, batches, splice_hooks(model, pair, data, 4))
     assert rough != pytest.approx(clean, abs=1e-4)        # a 4-of-48 pair is not exact: the loss moves
 
 
@@ -155,3 +155,11 @@ def test_command_line_prints_the_table(monkeypatch, capsys):
         assert name in out
     cli.main(["--fast", "--lambdas", "0", "--seeds", "0", "--no-random"])
     assert "random-init" not in capsys.readouterr().out
+
+
+def test_the_hooks_act_on_the_block_the_data_came_from(corpus):
+    model = GPT(ModelConfig(**{**CFG.to_dict(), "n_layer": 2}), seed=0)
+    data = mlp_data(model, corpus, 1, n_train=128, n_val=64)
+    assert data.layer == 1
+    assert set(splice_hooks(model, exact_pair(CFG.d_model), data, 4)) == {"L1.mlp_in", "L1.mlp_out"}
+    assert set(mean_ablation_hooks(model, data)) == {"L1.mlp_out"}

@@ -53,8 +53,7 @@ def main(argv=None) -> None:
         channels.append({"name": f"{name} model, its channels", **channel_row(model, data)})
         if name != args.sparse:
             pairs += [{"name": f"{name} model, SAE pair", **row}
-                      for row in sweep(data, lambdas, seeds, model=model, batches=batches, layer=args.layer,
-                                       **settings)]
+                      for row in sweep(data, lambdas, seeds, model=model, batches=batches, **settings)]
     rows = channels + pairs
     print(f"layer {args.layer} MLP, SAE pairs: {settings}; {n_train} training tokens, {n_val} measured")
     print(summary_table(rows))

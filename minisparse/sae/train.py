@@ -4,7 +4,7 @@
     params, log = train_pair(data.x, data.y, data.mlp, n_latents=256, k=8, lam=1.0, steps=1000)
     evaluate_pair(params, data.x_val, data.y_val, data.mlp, k=8)         # FVU of each SAE, Jacobian sparsity
     sweep(data, lambdas=[0, 1], seeds=[0, 1, 2], n_latents=256, k=8, steps=1000)   # all of it, a row per run
-    next_byte_loss(model, batches, splice_hooks(model, params, data, layer=0, k=8))   # the model with the pair in
+    next_byte_loss(model, batches, splice_hooks(model, params, data, k=8))   # the model with the pair in
     pair_training_flops(128, 256, 8, 512, steps=1000, batch_size=256, lam=1.0)       # what the pair cost to train
 
 Activations are normalised so that their entries have mean square 1 on the training tokens (each side by its own
@@ -78,6 +78,7 @@ class MLPData(NamedTuple):
     mlp: MLP               # MLP.of(model, layer).rescaled(scale_in, scale_out)
     scale_in: float
     scale_out: float
+    layer: int             # the block whose MLP this is
 
 
 def mlp_data(model, corpus, layer: int, n_train: int, n_val: int) -> MLPData:
@@ -87,7 +88,7 @@ def mlp_data(model, corpus, layer: int, n_train: int, n_val: int) -> MLPData:
     x_val, y_val = collect_activations(model, corpus.val, layer, n_val)
     scale_in, scale_out = float(np.sqrt(np.mean(x ** 2))), float(np.sqrt(np.mean(y ** 2)))
     return MLPData(x / scale_in, y / scale_out, x_val / scale_in, y_val / scale_out,
-                   MLP.of(model, layer).rescaled(scale_in, scale_out), scale_in, scale_out)
+                   MLP.of(model, layer).rescaled(scale_in, scale_out), scale_in, scale_out, layer)
 
 
 def train_pair(x: np.ndarray, y: np.ndarray, mlp: MLP, *, n_latents: int, k: int, lam: float, steps: int,
@@ -144,9 +145,9 @@ def evaluate_pair(params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, m
 
 
 def sweep(data: MLPData, lambdas, seeds, *, n_latents: int, k: int, steps: int, batch_size: int = 256,
-          lr: float = 1e-2, progress: bool = True, model=None, batches=None, layer: int = 0) -> list[dict]:
+          lr: float = 1e-2, progress: bool = True, model=None, batches=None) -> list[dict]:
     """Train a pair for every λ and seed and measure it on the validation tokens: one row per run,
-    {"lam", "seed", "seconds", **evaluate_pair(...)}. Given the `model` that `data` came from (block `layer`) and
+    {"lam", "seed", "seconds", **evaluate_pair(...)}. Given the `model` that `data` came from and
     validation `batches`, each row also has "loss_increase": the model's next-byte loss with the pair spliced in
     (`splice_hooks`) minus its clean loss."""
     rows = []
@@ -161,7 +162,7 @@ def sweep(data: MLPData, lambdas, seeds, *, n_latents: int, k: int, steps: int, 
                          **evaluate_pair(params, data.x_val, data.y_val, data.mlp, k)})
             if model is not None:
                 rows[-1]["loss_increase"] = next_byte_loss(model, batches,
-                                                           splice_hooks(model, params, data, layer, k)) - clean
+                                                           splice_hooks(model, params, data, k)) - clean
     return rows
 
 
@@ -216,11 +217,12 @@ def summary_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def splice_hooks(model, params: dict[str, np.ndarray], data: MLPData, layer: int, k: int) -> dict:
-    """Hooks for `model.run_with_hooks` that put the SAE pair in place of block `layer`'s MLP, the standard test of an
-    SAE (how much of the model's loss survives it): the MLP reads the input SAE's reconstruction x̂ of its input, its
-    output y is replaced by the output SAE's reconstruction ŷ, and ŷ goes through mlp_out's AbsTopK as y would.
-    `data` (made from `model`) gives the scales the pair was trained at and the rescaled MLP."""
+def splice_hooks(model, params: dict[str, np.ndarray], data: MLPData, k: int) -> dict:
+    """Hooks for `model.run_with_hooks` that put the SAE pair in place of the MLP `data` was read from (block
+    `data.layer`), the standard test of an SAE (how much of the model's loss survives it): the MLP reads the input
+    SAE's reconstruction x̂ of its input, its output y is replaced by the output SAE's reconstruction ŷ, and ŷ goes
+    through mlp_out's AbsTopK as y would. `data` (made from `model`) gives the scales the pair was trained at and the
+    rescaled MLP."""
     seen: dict[str, np.ndarray] = {}
     k_out = model.config.topk(model.config.d_model)
 
@@ -234,16 +236,16 @@ def splice_hooks(model, params: dict[str, np.ndarray], data: MLPData, layer: int
         y_hat = sae_forward(mlp_forward(x_hat, data.mlp)[0], params, k, "out.")[0]
         return abstopk(y_hat * data.scale_out, k_out).reshape(value.shape)
 
-    return {f"L{layer}.mlp_in": read_input, f"L{layer}.mlp_out": write_output}
+    return {f"L{data.layer}.mlp_in": read_input, f"L{data.layer}.mlp_out": write_output}
 
 
-def mean_ablation_hooks(model, data: MLPData, layer: int) -> dict:
-    """Hooks that replace block `layer`'s MLP output (the mlp_out site) by its mean over the training tokens of
-    `data`: the MLP's contribution with everything token-specific removed, the floor a spliced-in SAE pair is
-    measured against."""
+def mean_ablation_hooks(model, data: MLPData) -> dict:
+    """Hooks that replace the output (the mlp_out site) of the MLP `data` was read from (block `data.layer`) by its
+    mean over the training tokens of `data`: the MLP's contribution with everything token-specific removed, the floor
+    a spliced-in SAE pair is measured against."""
     k_out = model.config.topk(model.config.d_model)
     mean = abstopk(data.y * data.scale_out, k_out).mean(axis=0)
-    return {f"L{layer}.mlp_out": lambda value, key: np.broadcast_to(mean, value.shape).astype(value.dtype)}
+    return {f"L{data.layer}.mlp_out": lambda value, key: np.broadcast_to(mean, value.shape).astype(value.dtype)}
 
 
 def next_byte_loss(model, batches, hooks: dict | None = None) -> float:
