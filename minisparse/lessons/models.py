@@ -20,11 +20,14 @@ import dataclasses
 import functools
 
 from minisparse.checkpoint import load, read_configs
-from minisparse.circuits import TaskData, task_loss
+from minisparse.circuits import Circuit, TaskData, prune_with_controls, task_loss
+from minisparse.circuits.controls import CONTROLS
 from minisparse.config import ModelConfig, TrainConfig
 from minisparse.data import Corpus
+from minisparse.params import weights_digest
+from minisparse.reproduce.plan import Experiment
 from minisparse.reproduce.summary import smallest_circuit_task
-from minisparse.rundir import MODEL_FILE
+from minisparse.rundir import MODEL_FILE, cache_dir
 from minisparse.tasks import BUILTIN_TASKS, get_task
 from minisparse.train import training_text
 from minisparse.zoo import manifest, metrics, provenance, shipped, shipped_path, trained_run
@@ -118,6 +121,37 @@ def course_task(fast: bool = False):
             return get_task(smallest_circuit_task(comparison))
     sparse, dense = held_out_losses("sparse", fast), held_out_losses("dense-matched", fast)
     return get_task(min(sparse, key=lambda t: max(sparse[t], dense[t])))
+
+
+def prune_settings(fast: bool = False) -> dict:
+    """The course's pruning settings: `minisparse reproduce`'s (its Adam steps on the node masks, seed 0); fewer steps
+    in fast mode."""
+    return {"steps": 20 if fast else Experiment().prune_steps, "seed": 0}
+
+
+def course_circuit(model, task, fast: bool = False, controls=CONTROLS) -> Circuit:
+    """`prune_with_controls(model, task, controls=controls, **prune_settings(fast))`, pruned once for the whole course:
+    kept in minisparse's cache folder (`circuits/`), keyed by the weights, the task, the settings, the controls and the
+    pruning code, so that lessons 03, 05 and 09 read one circuit instead of pruning it again each."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    import minisparse.circuits as circuits_package
+
+    code = "".join(f.read_text() for f in sorted(Path(circuits_package.__file__).parent.glob("*.py")))
+    key = hashlib.sha256(json.dumps([weights_digest(model.numpy_params()), model.backend, task.name,
+                                     prune_settings(fast), list(controls), code]).encode()).hexdigest()
+    path = cache_dir() / "circuits" / f"{key[:32]}.json"
+    if path.is_file():
+        try:
+            return Circuit.load(path)
+        except (ValueError, OSError):
+            pass                        # damaged: pruned again below, and the file replaced
+    circuit = prune_with_controls(model, task, controls=controls, **prune_settings(fast))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    circuit.to_json(path)
+    return circuit
 
 
 def describe(name: str, fast: bool = False) -> str:
