@@ -8,12 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..config import preset
 from .packaged import FILES, build, manifest, unpack
-
-# What the zoo ships of a `reproduce` folder: seed 0's final models at every density, and the dense checkpoint matched
-# to its 1/16 model (the README's headline pair).
-FINALS = ("dense-s0", "1in4-s0", "1in16-s0", "1in64-s0")
 
 
 def _commit() -> str:
@@ -35,9 +30,7 @@ def main(argv=None) -> int:
     u.add_argument("out", type=Path)
     args = parser.parse_args(argv)
     if args.action == "build":
-        steps = preset("reproduce")[1].steps
-        build(args.out, [f"{run}@{steps}" for run in FINALS], "1in16-s0", command=args.command,
-              commit=args.commit or _commit())
+        build(args.out, command=args.command, commit=args.commit or _commit())
     elif args.action == "unpack":
         for path in unpack(args.out):
             print(path)

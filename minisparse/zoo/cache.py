@@ -43,7 +43,7 @@ def model_key(model_cfg: ModelConfig, train_cfg: TrainConfig, fingerprint: str) 
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def made_by(path: Path) -> dict | None:
+def _made_by(path: Path) -> dict | None:
     """The metadata of a checkpoint that says how it was made, or None if the file is not a readable checkpoint."""
     try:
         config, train_config, meta = read_configs(path)
@@ -61,7 +61,7 @@ def find_run(model_cfg: ModelConfig, train_cfg: TrainConfig, fingerprint: str, s
             "step": train_cfg.steps, "lr_changes": None}     # a run resumed with another LR is not this recipe
     for folder in search:
         for path in sorted(Path(folder).glob(f"**/{MODEL_FILE}")):
-            if made_by(path) == want:
+            if _made_by(path) == want:
                 return path.parent
     return None
 
@@ -83,7 +83,7 @@ def trained_run(model_cfg: ModelConfig, train_cfg: TrainConfig, *, corpus: Corpu
     if found is not None:
         return found
     run = cache_dir() / "models" / model_key(model_cfg, train_cfg, corpus.fingerprint)
-    made = made_by(run / MODEL_FILE) if (run / MODEL_FILE).exists() else None
+    made = _made_by(run / MODEL_FILE) if (run / MODEL_FILE).exists() else None
     if made is None or made["step"] < train_cfg.steps:
         train(model_cfg, train_cfg, run, backend=backend, resume=True, corpus=corpus, progress=progress)
     return run

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ..checkpoint import CheckpointError, load, read_checkpoint, read_configs, write_checkpoint
 from ..reproduce.layout import Layout
+from ..reproduce.plan import Run
 from ..rundir import MODEL_FILE, write_json_atomic
 from .cache import metrics
 
@@ -77,20 +78,24 @@ def unpack(out) -> list[Path]:
         layout = Layout(out, entry["step"])            # a final model is also the run's model file
         targets = [layout.checkpoint(name)] + ([layout.run_dir(name.split("@")[0]) / MODEL_FILE] if entry["final"]
                                                else [])
+        source = shipped_path(name)                    # checked against the manifest once
         for target in targets:
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(shipped_path(name), target)
+            shutil.copyfile(source, target)
             written.append(target)
     return written
 
 
-def build(reproduce_out, finals: list[str], sparse_run: str, *, command: str, commit: str, files: Path = FILES) -> dict:
-    """Ship the final models `finals` ("<run>@<step>") of a finished `minisparse reproduce` folder, and the dense
-    checkpoint it matched to `sparse_run` with its comparison of the two: each checkpoint rewritten compactly into
-    `files`, and the manifest with its provenance, its recorded losses and its validation curve (results.json, the
-    run's metrics log)."""
+def build(reproduce_out, *, command: str, commit: str, files: Path = FILES) -> dict:
+    """Ship the first seed of a finished `minisparse reproduce` folder: its final model at every density, and the
+    dense checkpoint matched to its headline-density model, with their comparison. Each checkpoint is rewritten
+    compactly into `files`, and the manifest records its provenance, its recorded losses and its validation curve
+    (results.json, the run's metrics log)."""
     results = json.loads((Path(reproduce_out) / "results.json").read_text(encoding="utf-8"))
     layout = Layout(reproduce_out, results["preset"]["train"]["steps"])
+    experiment, seed = results["experiment"], results["experiment"]["seeds"][0]
+    finals = [layout.final_point(Run(density, seed)) for density in experiment["densities"]]
+    sparse_run = Run(experiment["headline_density"], seed).name
     matched = {results["matched"][sparse_run]: f"{sparse_run}@{layout.steps}"}
     comparison = next(c["matched"] for c in results["comparisons"] if c["run"] == sparse_run)
     files.mkdir(parents=True, exist_ok=True)
